@@ -1,0 +1,110 @@
+# kgx — plain Makefile. `make V=1` shows the commands.
+#   make            build/bin/kgx-run and build/bin/fake-llama (the fake llama-server used by tests)
+#   make test       build (plain + ASan/UBSan), bring up the sandbox database and the fake, run every test
+#   make asan       ASan+UBSan build into build/asan/bin
+#   make demo       sandbox database + fake LLM + samples/ -> backfill -> graph statistics
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR   = $(PREFIX)/bin
+SHAREDIR = $(PREFIX)/share/kgx
+DOCDIR   = $(PREFIX)/share/doc/kgx
+MANDIR   = $(PREFIX)/share/man
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.1.0)
+
+CC      ?= gcc
+PKGS     = luajit libuv libcurl libpq
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
+WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Icore \
+             -DKGX_VERSION='"$(VERSION)"' -DKGX_SHAREDIR='"$(SHAREDIR)"' -MMD -MP
+LDLIBS   = $(PKG_LIBS) -lhttp_parser -lm
+
+ifeq ($(V),1)
+Q =
+else
+Q = @
+endif
+
+CORE_SRC  = $(sort $(wildcard core/*.c))
+LIB_SRC   = $(filter-out core/main.c,$(CORE_SRC))
+FAKE_SRC  = $(sort $(wildcard tests/fake/*.c))
+UNIT_SRC  = $(sort $(wildcard tests/unit/t_*.c))
+
+# $(call objs,BUILDDIR,SOURCES)
+objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
+
+B  = build
+BA = build/asan
+
+.PHONY: all asan test test-quick demo install clean bench reliability check-unit
+all: $(B)/bin/kgx-run $(B)/bin/fake-llama unit
+
+unit: $(patsubst tests/unit/%.c,$(B)/bin/%,$(UNIT_SRC))
+
+asan: $(BA)/bin/kgx-run $(BA)/bin/fake-llama $(patsubst tests/unit/%.c,$(BA)/bin/%,$(UNIT_SRC))
+
+$(BA)/%: ALL_CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+$(BA)/%: LDFLAGS += -fsanitize=address,undefined
+
+# one rule set per build directory
+define build_rules
+$(1)/obj/%.o: %.c
+	@mkdir -p $$(dir $$@)
+	@$(if $(Q),echo "  CC      $$<")
+	$(Q)$$(CC) $$(ALL_CFLAGS) -c $$< -o $$@
+
+$(1)/lib/libkgx.a: $(call objs,$(1),$(LIB_SRC))
+	@mkdir -p $$(dir $$@)
+	$(Q)rm -f $$@ && ar rcs $$@ $$^
+
+$(1)/bin/kgx-run: $(1)/obj/core/main.o $(1)/lib/libkgx.a
+	@mkdir -p $$(dir $$@)
+	@$(if $(Q),echo "  LINK    $$@")
+	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+
+$(1)/bin/fake-llama: $(call objs,$(1),$(FAKE_SRC))
+	@mkdir -p $$(dir $$@)
+	@$(if $(Q),echo "  LINK    $$@")
+	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+
+$(1)/bin/t_%: $(1)/obj/tests/unit/t_%.o $(1)/lib/libkgx.a
+	@mkdir -p $$(dir $$@)
+	@$(if $(Q),echo "  LINK    $$@")
+	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+endef
+$(eval $(call build_rules,$(B)))
+$(eval $(call build_rules,$(BA)))
+
+-include $(shell find build -name '*.d' 2>/dev/null)
+
+# The whole suite: unit (C), lua, integration (real PostgreSQL+AGE + the fake), under prove.
+# KGX_TEST_BUILD=plain runs it against the plain build instead of ASan/UBSan.
+test: all asan
+	$(Q)scripts/run-tests
+
+demo: all
+	$(Q)scripts/demo
+
+bench: all
+	$(Q)scripts/bench
+
+reliability: all asan
+	$(Q)scripts/reliability
+
+install: $(B)/bin/kgx-run
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHAREDIR)/prompts $(DESTDIR)$(SHAREDIR)/plugins \
+	    $(DESTDIR)$(SHAREDIR)/systemd $(DESTDIR)$(DOCDIR) $(DESTDIR)$(MANDIR)/man1
+	install -m 0755 $(B)/bin/kgx-run $(DESTDIR)$(BINDIR)/kgx-run
+	install -m 0644 prompts/*.lua $(DESTDIR)$(SHAREDIR)/prompts/
+	install -m 0644 plugins/*.lua $(DESTDIR)$(SHAREDIR)/plugins/
+	install -m 0644 deploy/systemd/* $(DESTDIR)$(SHAREDIR)/systemd/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(DOCDIR)/
+	-install -m 0644 docs/kgx-run.1 $(DESTDIR)$(MANDIR)/man1/kgx-run.1
+
+clean:
+	rm -rf build
