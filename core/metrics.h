@@ -1,0 +1,42 @@
+/* metrics — process counters and histograms, rendered in Prometheus text exposition format.
+ *
+ * One global registry (single-threaded loop). Names are fixed here so /metrics is stable:
+ *   kgx_drawers_total{result="completed|empty|parked|stale"}   counter
+ *   kgx_triples_total{result="written|dropped"}                counter
+ *   kgx_errors_total{kind="timeout|connect|reset|http_4xx|http_5xx|parse|policy|db|too_big|context"} counter
+ *   kgx_retries_total                                          counter
+ *   kgx_llm_requests_total                                     counter
+ *   kgx_in_flight                                              gauge (LLM requests)
+ *   kgx_queue_depth                                            gauge (pending rows, last status read)
+ *   kgx_llm_latency_seconds                                    histogram
+ *   kgx_llm_prompt_tokens, kgx_llm_completion_tokens           histograms
+ */
+#ifndef KGX_METRICS_H
+#define KGX_METRICS_H
+
+#include <stddef.h>
+
+enum kgx_metric_drawer { KGX_M_DRAWER_COMPLETED, KGX_M_DRAWER_EMPTY, KGX_M_DRAWER_PARKED, KGX_M_DRAWER_STALE, KGX_M_DRAWER__N };
+enum kgx_metric_error {
+    KGX_M_ERR_TIMEOUT, KGX_M_ERR_CONNECT, KGX_M_ERR_RESET, KGX_M_ERR_HTTP_4XX, KGX_M_ERR_HTTP_5XX,
+    KGX_M_ERR_PARSE, KGX_M_ERR_POLICY, KGX_M_ERR_DB, KGX_M_ERR_TOO_BIG, KGX_M_ERR_CONTEXT, KGX_M_ERR__N
+};
+
+typedef struct {
+    unsigned long long drawers[KGX_M_DRAWER__N];
+    unsigned long long triples_written, triples_dropped;
+    unsigned long long errors[KGX_M_ERR__N];
+    unsigned long long retries, llm_requests;
+    long long in_flight, queue_depth;
+} kgx_metrics_t;
+
+extern kgx_metrics_t kgx_metrics;
+
+const char *kgx_metric_error_name(int kind);
+void kgx_metrics_observe_latency(double seconds);
+void kgx_metrics_observe_tokens(long prompt_tokens, long completion_tokens);
+/* Renders everything (plus kgx_build_info{version=…}, kgx_up) into a malloc'd string. */
+char *kgx_metrics_render(size_t *len);
+void kgx_metrics_reset(void);   /* tests */
+
+#endif
