@@ -20,7 +20,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Icore \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Icore -Itests/unit \
              -DKGX_VERSION='"$(VERSION)"' -DKGX_SHAREDIR='"$(SHAREDIR)"' -MMD -MP
 LDLIBS   = $(PKG_LIBS) -lhttp_parser -lm
 
@@ -34,6 +34,8 @@ CORE_SRC  = $(sort $(wildcard core/*.c))
 LIB_SRC   = $(filter-out core/main.c,$(CORE_SRC))
 FAKE_SRC  = $(sort $(wildcard tests/fake/*.c))
 UNIT_SRC  = $(sort $(wildcard tests/unit/t_*.c))
+IT_SRC    = $(sort $(wildcard tests/integration/it_*.c))
+TEST_BINS = $(patsubst tests/unit/%.c,%,$(UNIT_SRC)) $(patsubst tests/integration/%.c,%,$(IT_SRC))
 
 # $(call objs,BUILDDIR,SOURCES)
 objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
@@ -44,9 +46,9 @@ BA = build/asan
 .PHONY: all asan test test-quick demo install clean bench reliability check-unit
 all: $(B)/bin/kgx-run $(B)/bin/fake-llama unit
 
-unit: $(patsubst tests/unit/%.c,$(B)/bin/%,$(UNIT_SRC))
+unit: $(addprefix $(B)/bin/,$(TEST_BINS))
 
-asan: $(BA)/bin/kgx-run $(BA)/bin/fake-llama $(patsubst tests/unit/%.c,$(BA)/bin/%,$(UNIT_SRC))
+asan: $(BA)/bin/kgx-run $(BA)/bin/fake-llama $(addprefix $(BA)/bin/,$(TEST_BINS))
 
 $(BA)/%: ALL_CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 $(BA)/%: LDFLAGS += -fsanitize=address,undefined
@@ -73,6 +75,11 @@ $(1)/bin/fake-llama: $(call objs,$(1),$(FAKE_SRC))
 	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 
 $(1)/bin/t_%: $(1)/obj/tests/unit/t_%.o $(1)/lib/libkgx.a
+	@mkdir -p $$(dir $$@)
+	@$(if $(Q),echo "  LINK    $$@")
+	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+
+$(1)/bin/it_%: $(1)/obj/tests/integration/it_%.o $(1)/lib/libkgx.a
 	@mkdir -p $$(dir $$@)
 	@$(if $(Q),echo "  LINK    $$@")
 	$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
