@@ -15,7 +15,9 @@ function M.ok(v, name)
     if not v then failed = failed + 1 end
     out((v and "ok " or "not ok ") .. n .. " - " .. tostring(name or ""):gsub("\n", " "))
     if not v then
-        local info = debug.getinfo(3, "Sl") or debug.getinfo(2, "Sl")
+        local lvl, info = 2, nil
+        repeat info = debug.getinfo(lvl, "Sl"); lvl = lvl + 1 until not info or not info.short_src:find("tap%.lua$")
+        info = info or { short_src = "?", currentline = 0 }
         M.diag("  failed at " .. info.short_src .. ":" .. info.currentline)
     end
     return v
