@@ -13,7 +13,7 @@ end
 function M.ok(v, name)
     n = n + 1
     if not v then failed = failed + 1 end
-    out((v and "ok " or "not ok ") .. n .. " - " .. tostring(name or ""):gsub("\n", " "))
+    out((v and "ok " or "not ok ") .. n .. " - " .. (tostring(name or ""):gsub("[%z\1-\31]", "?")))
     if not v then
         local lvl, info = 2, nil
         repeat info = debug.getinfo(lvl, "Sl"); lvl = lvl + 1 until not info or not info.short_src:find("tap%.lua$")
