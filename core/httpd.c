@@ -1,0 +1,736 @@
+/* httpd — the small status HTTP server on the loop (GET /kg-extract/status, /metrics, /healthz).
+ *
+ * Two layers. The request parser (kgx_httpd_req_*) is pure: bytes in, a verdict out, no sockets,
+ * so the fuzzer and the tests drive it directly. The connection layer owns one uv_tcp_t and one
+ * uv_timer_t per client and moves each connection through
+ *
+ *     READ ──(request complete, or an error status, or the deadline)──► WRITE ──► LINGER ──► CLOSED
+ *
+ * One request per connection, answered with Connection: close. After the answer is written we
+ * shut down our side and keep draining what the client still sends (briefly) before closing:
+ * closing a socket with unread input makes the kernel send RST, and the client may then lose
+ * the 4xx we just wrote — exactly when it matters (431, 413).
+ *
+ * Everything is bounded: 8 KiB of request head, 64 clients, one deadline per connection that
+ * covers reading the request and writing the answer. Nothing here blocks the loop. */
+#include "httpd.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <http_parser.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_HEAD     8192        /* request line + headers */
+#define MAX_CLIENTS  64
+#define TIMEOUT_MS   5000
+#define LINGER_MS    1000        /* upper bound on draining after the answer */
+#define KEY_HEADER   "x-api-key"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Request parser                                                                              */
+
+struct kgx_httpd_req {
+    http_parser parser;
+    int status;                  /* 0 reading, 1 complete, else the HTTP error status */
+    int headers_done;
+    size_t head_bytes;           /* bytes fed while the head was incomplete */
+    char *url;
+    size_t url_len;
+    char *path;                  /* set on completion */
+    /* header being read: is it X-API-Key? The name may arrive in pieces. */
+    char field[sizeof KEY_HEADER];
+    size_t field_len;            /* > sizeof field - 1 means "longer than X-API-Key" */
+    int last_was_value;
+    int in_key;
+    char *key;
+    size_t key_len;
+    int key_seen;
+};
+
+/* Appends to a malloc'd buffer; the head cap bounds the total. -1 on OOM. */
+static int append(char **buf, size_t *len, const char *at, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+    if (!p)
+        return -1;
+    memcpy(p + *len, at, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+    return 0;
+}
+
+static int method_ok(const http_parser *p)
+{
+    return p->method == HTTP_GET || p->method == HTTP_HEAD;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    kgx_httpd_req_t *r = p->data;
+    if (!method_ok(p)) {
+        r->status = 405;
+        return -1;
+    }
+    return append(&r->url, &r->url_len, at, n) < 0 ? (r->status = 500, -1) : 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    kgx_httpd_req_t *r = p->data;
+    if (r->last_was_value) {            /* a new header starts */
+        r->field_len = 0;
+        r->in_key = 0;
+        r->last_was_value = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (r->field_len < sizeof r->field - 1) {
+            char c = at[i];
+            r->field[r->field_len] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        }
+        if (r->field_len <= sizeof r->field - 1)
+            r->field_len++;
+    }
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    kgx_httpd_req_t *r = p->data;
+    if (!r->last_was_value) {           /* first piece of this value: is the name ours? */
+        r->last_was_value = 1;
+        r->in_key = r->field_len == sizeof r->field - 1 &&
+                    memcmp(r->field, KEY_HEADER, sizeof r->field - 1) == 0;
+        if (r->in_key) {
+            if (r->key_seen) {          /* two keys: which one is meant? Refuse to guess. */
+                r->status = 400;
+                return -1;
+            }
+            r->key_seen = 1;
+            if (append(&r->key, &r->key_len, "", 0) < 0)
+                return r->status = 500, -1;
+        }
+    }
+    if (r->in_key && append(&r->key, &r->key_len, at, n) < 0)
+        return r->status = 500, -1;
+    return 0;
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    kgx_httpd_req_t *r = p->data;
+    r->headers_done = 1;
+    if (!method_ok(p)) {
+        r->status = 405;
+        return -1;
+    }
+    /* A status server has no use for request bodies: refuse any, whatever their framing. */
+    if ((p->flags & F_CHUNKED) || p->uses_transfer_encoding ||
+        ((p->flags & F_CONTENTLENGTH) && p->content_length > 0)) {
+        r->status = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    kgx_httpd_req_t *r = p->data;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    if (!r->url || http_parser_parse_url(r->url, r->url_len, 0, &u) != 0) {
+        r->status = 400;
+        return -1;
+    }
+    const char *path = "/";
+    size_t plen = 1;
+    if (u.field_set & (1 << UF_PATH)) {
+        path = r->url + u.field_data[UF_PATH].off;
+        plen = u.field_data[UF_PATH].len;
+    }
+    r->path = malloc(plen + 1);
+    if (!r->path) {
+        r->status = 500;
+        return -1;
+    }
+    memcpy(r->path, path, plen);
+    r->path[plen] = '\0';
+    r->status = 1;
+    http_parser_pause(p, 1);            /* one request per connection: ignore what follows */
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_message_complete = on_message_complete,
+};
+
+kgx_httpd_req_t *kgx_httpd_req_new(void)
+{
+    kgx_httpd_req_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    http_parser_init(&r->parser, HTTP_REQUEST);
+    r->parser.data = r;
+    return r;
+}
+
+void kgx_httpd_req_free(kgx_httpd_req_t *r)
+{
+    if (!r)
+        return;
+    free(r->url);
+    free(r->path);
+    free(r->key);
+    free(r);
+}
+
+int kgx_httpd_req_feed(kgx_httpd_req_t *r, const char *buf, size_t len)
+{
+    if (r->status)
+        return r->status;
+    if (len == 0)
+        return 0;                       /* http_parser reads 0 bytes as EOF; we do not */
+    size_t n = len;
+    if (!r->headers_done) {
+        size_t room = MAX_HEAD - r->head_bytes;
+        if (room == 0)
+            return r->status = 431;
+        if (n > room)
+            n = room;
+    }
+    size_t got = http_parser_execute(&r->parser, &settings, buf, n);
+    if (!r->headers_done)
+        r->head_bytes += got;
+    if (r->status)                      /* a callback decided (1, 405, 413, …) */
+        return r->status;
+    if (HTTP_PARSER_ERRNO(&r->parser) != HPE_OK || got != n)
+        return r->status = 400;
+    if (!r->headers_done && n < len)    /* the cap cut the head short */
+        return r->status = 431;
+    return 0;
+}
+
+const char *kgx_httpd_req_path(const kgx_httpd_req_t *r)
+{
+    return r->status == 1 ? r->path : NULL;
+}
+
+int kgx_httpd_req_is_head(const kgx_httpd_req_t *r)
+{
+    return r->parser.method == HTTP_HEAD;
+}
+
+const char *kgx_httpd_req_api_key(const kgx_httpd_req_t *r, size_t *len)
+{
+    if (len)
+        *len = r->key_seen ? r->key_len : 0;
+    return r->key_seen ? r->key : NULL;
+}
+
+int kgx_httpd_parse_request(const char *buf, size_t len, char *path, size_t pathlen)
+{
+    kgx_httpd_req_t *r = kgx_httpd_req_new();
+    if (!r)
+        return 500;
+    int rc = kgx_httpd_req_feed(r, buf, len);
+    if (rc == 1 && path && pathlen)
+        snprintf(path, pathlen, "%s", r->path);
+    kgx_httpd_req_free(r);
+    return rc;
+}
+
+int kgx_httpd_key_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen > blen ? alen : blen;
+    volatile unsigned char diff = alen != blen;
+    for (size_t i = 0; i < n; i++) {
+        /* Index modulo the length instead of branching on it: same work for every i. */
+        unsigned char ca = alen ? (unsigned char)a[i % alen] : 0;
+        unsigned char cb = blen ? (unsigned char)b[i % blen] : 0;
+        diff |= ca ^ cb;
+    }
+    return diff == 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Listen address                                                                              */
+
+static int host_char_ok(char c, int bracketed)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '-' || c == '_' || (bracketed && (c == ':' || c == '%'));
+}
+
+int kgx_httpd_parse_listen(const char *listen, char *host, size_t hostlen, int *port)
+{
+    if (!listen || !host || hostlen == 0 || !port)
+        return -1;
+    const char *hs, *he, *ps;
+    int bracketed = listen[0] == '[';
+    if (bracketed) {
+        hs = listen + 1;
+        he = strchr(hs, ']');
+        if (!he || he == hs || he[1] != ':')
+            return -1;
+        ps = he + 2;
+    } else {
+        hs = listen;
+        he = strrchr(listen, ':');
+        if (!he)
+            return -1;
+        ps = he + 1;
+    }
+    for (const char *c = hs; c < he; c++)
+        if (!host_char_ok(*c, bracketed))
+            return -1;                  /* also rejects an unbracketed IPv6 address */
+
+    size_t pl = strlen(ps);
+    if (pl == 0 || pl > 5)
+        return -1;
+    int v = 0;
+    for (size_t i = 0; i < pl; i++) {
+        if (ps[i] < '0' || ps[i] > '9')
+            return -1;
+        v = v * 10 + (ps[i] - '0');
+    }
+    if (v > 65535)
+        return -1;
+
+    size_t hl = (size_t)(he - hs);
+    if (hl == 0) {
+        hs = "127.0.0.1";               /* ":PORT" means loopback, never "all interfaces" */
+        hl = strlen(hs);
+    }
+    if (hl + 1 > hostlen)
+        return -1;
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    *port = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Connections                                                                                 */
+
+enum conn_state { C_READ, C_WRITE, C_LINGER, C_CLOSED };
+
+typedef struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t wr;
+    uv_shutdown_t sd;
+    kgx_httpd_t *h;
+    kgx_httpd_req_t *req;
+    char *out;
+    int state;
+    int open_handles;
+    int peer_eof;
+    struct conn *prev, *next;
+    char rbuf[4096];
+} conn_t;
+
+struct kgx_httpd {
+    uv_loop_t *loop;
+    uv_tcp_t server;
+    char *api_key;
+    size_t api_key_len;
+    kgx_httpd_handler handler;
+    void *ud;
+    unsigned timeout_ms;
+    int nclients;                /* allocated (includes closing ones): h lives while > 0 */
+    int nactive;                 /* not yet closing: what the client cap counts */
+    int closing;
+    int server_open;
+    conn_t *clients;
+};
+
+static void httpd_maybe_release(kgx_httpd_t *h)
+{
+    if (h->closing && !h->server_open && h->nclients == 0) {
+        free(h->api_key);
+        free(h);
+    }
+}
+
+static void server_close_cb(uv_handle_t *handle)
+{
+    kgx_httpd_t *h = handle->data;
+    h->server_open = 0;
+    httpd_maybe_release(h);
+}
+
+static void conn_close_cb(uv_handle_t *handle)
+{
+    conn_t *c = handle->data;
+    if (--c->open_handles > 0)
+        return;
+    kgx_httpd_t *h = c->h;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    h->nclients--;
+    kgx_httpd_req_free(c->req);
+    free(c->out);
+    free(c);
+    httpd_maybe_release(h);
+}
+
+static void conn_close(conn_t *c)
+{
+    if (c->state == C_CLOSED)
+        return;
+    c->state = C_CLOSED;
+    c->h->nactive--;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+    uv_close((uv_handle_t *)&c->timer, conn_close_cb);
+}
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default:  return "Unknown";
+    }
+}
+
+/* Our own error answers: small JSON objects, like the status endpoint. */
+static char *error_body(int status, size_t *len)
+{
+    const char *msg;
+    switch (status) {
+    case 400: msg = "bad request"; break;
+    case 401: msg = "missing or wrong X-API-Key"; break;
+    case 404: msg = "not found"; break;
+    case 405: msg = "method not allowed (GET and HEAD only)"; break;
+    case 408: msg = "request timeout"; break;
+    case 413: msg = "request bodies are not accepted"; break;
+    case 431: msg = "request head over 8 KiB"; break;
+    default:  msg = reason(status); break;
+    }
+    char *b = NULL;
+    int n = asprintf(&b, "{\"error\":\"%s\",\"status\":%d}\n", msg, status);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    return b;
+}
+
+static void timer_cb(uv_timer_t *t);
+static void write_cb(uv_write_t *wr, int status);
+
+/* Builds and starts writing the answer; takes ownership of body. */
+static void conn_respond(conn_t *c, int status, const char *ctype, char *body, size_t blen, int head)
+{
+    if (!ctype)
+        ctype = "text/plain; charset=utf-8";
+    char hdr[512];
+    int hl = snprintf(hdr, sizeof hdr,
+                      "HTTP/1.1 %d %s\r\n"
+                      "Content-Type: %s\r\n"
+                      "Content-Length: %zu\r\n"
+                      "Cache-Control: no-store\r\n"
+                      "X-Content-Type-Options: nosniff\r\n"
+                      "%s"
+                      "Connection: close\r\n"
+                      "\r\n",
+                      status, reason(status), ctype, blen, status == 405 ? "Allow: GET, HEAD\r\n" : "");
+    if (hl < 0 || (size_t)hl >= sizeof hdr) {
+        free(body);
+        conn_close(c);
+        return;
+    }
+    size_t send_body = head ? 0 : blen;
+    c->out = malloc((size_t)hl + send_body);
+    if (!c->out) {
+        free(body);
+        conn_close(c);
+        return;
+    }
+    memcpy(c->out, hdr, (size_t)hl);
+    if (send_body)
+        memcpy(c->out + hl, body, send_body);
+    free(body);
+
+    c->state = C_WRITE;
+    /* The same deadline again bounds a client that will not read its answer. */
+    uv_timer_start(&c->timer, timer_cb, c->h->timeout_ms, 0);
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)((size_t)hl + send_body));
+    if (uv_write(&c->wr, (uv_stream_t *)&c->tcp, &b, 1, write_cb) != 0)
+        conn_close(c);
+}
+
+static void conn_respond_error(conn_t *c, int status, int head)
+{
+    size_t len = 0;
+    char *body = error_body(status, &len);
+    conn_respond(c, status, "application/json", body, body ? len : 0, head);
+}
+
+/* The request is complete (rc 1) or refused (rc = status): answer it. */
+static void conn_answer(conn_t *c, int rc)
+{
+    kgx_httpd_t *h = c->h;
+    int head = kgx_httpd_req_is_head(c->req);
+    if (rc != 1) {
+        log_debug("httpd status=%d refused", rc);
+        conn_respond_error(c, rc, head);
+        return;
+    }
+    const char *path = kgx_httpd_req_path(c->req);
+    if (h->api_key) {
+        size_t klen;
+        const char *key = kgx_httpd_req_api_key(c->req, &klen);
+        if (!key || !kgx_httpd_key_equal(key, klen, h->api_key, h->api_key_len)) {
+            log_debug("httpd status=401 path=%s", path);
+            conn_respond_error(c, 401, head);
+            return;
+        }
+    }
+    kgx_httpd_resp_t resp = { 0 };
+    h->handler(path, &resp, h->ud);
+    if (c->state != C_READ) {           /* the handler freed the server under us */
+        free(resp.body);
+        return;
+    }
+    if (resp.status == 0) {
+        free(resp.body);
+        log_debug("httpd status=404 path=%s", path);
+        conn_respond_error(c, 404, head);
+        return;
+    }
+    log_debug("httpd status=%d path=%s bytes=%zu", resp.status, path, resp.body_len);
+    conn_respond(c, resp.status, resp.content_type, resp.body, resp.body ? resp.body_len : 0, head);
+}
+
+static void shutdown_cb(uv_shutdown_t *sd, int status)
+{
+    conn_t *c = sd->data;
+    if (status < 0)
+        conn_close(c);
+}
+
+static void write_cb(uv_write_t *wr, int status)
+{
+    conn_t *c = wr->data;
+    free(c->out);
+    c->out = NULL;
+    if (c->state == C_CLOSED)
+        return;
+    if (status < 0 || c->peer_eof) {
+        conn_close(c);
+        return;
+    }
+    /* Send FIN, then drain until the client closes (or briefly): see the top of the file. */
+    c->state = C_LINGER;
+    unsigned linger = c->h->timeout_ms < LINGER_MS ? c->h->timeout_ms : LINGER_MS;
+    uv_timer_start(&c->timer, timer_cb, linger, 0);
+    if (uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, shutdown_cb) != 0)
+        conn_close(c);
+}
+
+static void timer_cb(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (c->state == C_READ) {
+        log_debug("httpd status=408 client too slow");
+        conn_respond_error(c, 408, 0);
+    } else {
+        conn_close(c);
+    }
+}
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    conn_t *c = handle->data;
+    *buf = uv_buf_init(c->rbuf, sizeof c->rbuf);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (c->state == C_WRITE && nread == UV_EOF) {
+            /* Half-close after the request (curl, nc): still let the answer go out. */
+            c->peer_eof = 1;
+            uv_read_stop(s);
+        } else {
+            conn_close(c);
+        }
+        return;
+    }
+    if (c->state != C_READ)
+        return;                         /* draining */
+    int rc = kgx_httpd_req_feed(c->req, buf->base, (size_t)nread);
+    if (rc != 0)
+        conn_answer(c, rc);
+}
+
+static void connection_cb(uv_stream_t *server, int status)
+{
+    kgx_httpd_t *h = server->data;
+    if (status < 0) {
+        log_warn("httpd accept: %s", uv_strerror(status));
+        return;
+    }
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;                         /* libuv calls us again; nothing else to do */
+    c->h = h;
+    c->tcp.data = c->timer.data = c->wr.data = c->sd.data = c;
+    uv_tcp_init(h->loop, &c->tcp);
+    uv_timer_init(h->loop, &c->timer);
+    c->open_handles = 2;
+    c->next = h->clients;
+    if (h->clients)
+        h->clients->prev = c;
+    h->clients = c;
+    h->nclients++;
+    h->nactive++;
+
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    if (h->nactive > MAX_CLIENTS) {
+        log_debug("httpd over %d clients: connection closed", MAX_CLIENTS);
+        conn_close(c);
+        return;
+    }
+    c->req = kgx_httpd_req_new();
+    if (!c->req) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_timer_start(&c->timer, timer_cb, h->timeout_ms, 0);
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
+        conn_close(c);
+}
+
+kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *listen, const char *api_key,
+                           kgx_httpd_handler handler, void *ud, char *err, size_t errlen)
+{
+    char host[256];
+    int port;
+    struct sockaddr_storage ss;
+    if (!err || errlen == 0) {
+        static char scratch[1];
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (!loop || !handler) {
+        snprintf(err, errlen, "httpd: no loop or handler");
+        return NULL;
+    }
+    if (kgx_httpd_parse_listen(listen, host, sizeof host, &port) < 0) {
+        snprintf(err, errlen, "bad listen address '%s' (want HOST:PORT, [IPv6]:PORT or :PORT)",
+                 listen ? listen : "");
+        return NULL;
+    }
+    if (strcmp(host, "localhost") == 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+        snprintf(err, errlen, "bad listen address '%s': host must be a numeric IPv4/IPv6 address or localhost",
+                 listen);
+        return NULL;
+    }
+
+    kgx_httpd_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, errlen, "httpd: out of memory");
+        return NULL;
+    }
+    h->loop = loop;
+    h->handler = handler;
+    h->ud = ud;
+    h->timeout_ms = TIMEOUT_MS;
+    if (api_key && *api_key) {
+        h->api_key = strdup(api_key);
+        if (!h->api_key) {
+            free(h);
+            snprintf(err, errlen, "httpd: out of memory");
+            return NULL;
+        }
+        h->api_key_len = strlen(api_key);
+    }
+    int rc = uv_tcp_init(loop, &h->server);
+    if (rc != 0) {
+        snprintf(err, errlen, "httpd %s: %s", listen, uv_strerror(rc));
+        free(h->api_key);
+        free(h);
+        return NULL;
+    }
+    h->server.data = h;
+    h->server_open = 1;
+    rc = uv_tcp_bind(&h->server, (const struct sockaddr *)&ss, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&h->server, 128, connection_cb);
+    if (rc != 0) {
+        snprintf(err, errlen, "httpd %s: %s", listen, uv_strerror(rc));
+        h->closing = 1;
+        uv_close((uv_handle_t *)&h->server, server_close_cb);   /* frees h on the next loop turn */
+        return NULL;
+    }
+    return h;
+}
+
+void kgx_httpd_free(kgx_httpd_t *h)
+{
+    if (!h || h->closing)
+        return;
+    h->closing = 1;
+    for (conn_t *c = h->clients; c; c = c->next)
+        conn_close(c);                  /* unlinks happen later, in the close callbacks */
+    uv_close((uv_handle_t *)&h->server, server_close_cb);
+}
+
+int kgx_httpd_port(const kgx_httpd_t *h)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (!h || uv_tcp_getsockname(&h->server, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return -1;
+}
+
+void kgx_httpd_set_timeout_ms(kgx_httpd_t *h, unsigned ms)
+{
+    if (h)
+        h->timeout_ms = ms ? ms : 1;
+}
