@@ -20,7 +20,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS))
 WARN     = -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Icore -Itests/unit \
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) $(PKG_CFLAGS) -Icore -Itests/unit -Ibuild/gen \
              -DKGX_VERSION='"$(VERSION)"' -DKGX_SHAREDIR='"$(SHAREDIR)"' -MMD -MP
 LDLIBS   = $(PKG_LIBS) -lhttp_parser -lm
 
@@ -52,6 +52,12 @@ asan: $(BA)/bin/kgx-run $(BA)/bin/fake-llama $(addprefix $(BA)/bin/,$(TEST_BINS)
 
 $(BA)/%: ALL_CFLAGS += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 $(BA)/%: LDFLAGS += -fsanitize=address,undefined
+
+# the schema is kept as SQL and compiled in as a C string
+build/gen/schema_sql.h: core/schema.sql.in
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@.tmp && mv $@.tmp $@
+$(B)/obj/core/graph.o $(BA)/obj/core/graph.o: build/gen/schema_sql.h
 
 # one rule set per build directory
 define build_rules

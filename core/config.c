@@ -1,0 +1,352 @@
+/* config — see config.h. */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+"usage: kgx-run [options]\n"
+"Turn MemPalace drawers into a knowledge graph in Apache AGE with a local LLM.\n"
+"\n"
+"modes (default: daemon)\n"
+"  --once                    claim one batch, drain it, exit\n"
+"  --backfill                queue every drawer not yet completed, drain, exit 0\n"
+"  --backfill-limit N        queue at most N drawers\n"
+"  --status [--json]         print queue counters and exit\n"
+"  --dry-run FILE|- [--json] run the policy and the LLM on JSONL/plain-text drawers; no database\n"
+"  --reapply [--reapply-drawer ID]  re-run parse/accept of the current policy over stored answers\n"
+"\n"
+"connections\n"
+"  --dsn DSN                 PostgreSQL (env MEMPALACE_POSTGRES_DSN); required except for --dry-run\n"
+"  --endpoint URL[,URL...]   llama-server base URL(s) (env MEMPALACE_KG_LLM_ENDPOINT; default http://localhost:11436)\n"
+"  --model NAME              model name sent to the server (env MEMPALACE_KG_LLM_MODEL; default phi-4-mini)\n"
+"  --graph NAME              AGE graph (default mempalace_kg)\n"
+"\n"
+"policy\n"
+"  --policy FILE             Lua policy (env KGX_POLICY; default: the installed prompts/default.lua)\n"
+"  --ctx-size N              per-slot context in tokens (default: from the server's /props)\n"
+"  env MEMPALACE_KG_MIN_CONFIDENCE (0.5), MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER (10, per LLM call)\n"
+"\n"
+"work\n"
+"  --workers N               LLM requests in flight (default 8)\n"
+"  --slots N                 slots per endpoint (default: the server's /props total_slots)\n"
+"  --batch-size N            rows per claim (default 20)\n"
+"  --poll-interval S         fallback poll when idle (default 30; NOTIFY wakes sooner)\n"
+"  --lease-seconds S         claim lease (env MEMPALACE_KG_CLAIM_LEASE_SECONDS; default 900)\n"
+"  --max-attempts N          attempts before a drawer is parked (default 5)\n"
+"  --request-timeout S       total timeout of one LLM request (default 120)\n"
+"  --no-keep-answers         do not store raw LLM answers (disables --reapply for new rows)\n"
+"  --worker-id ID            default host:pid:random\n"
+"\n"
+"observability\n"
+"  --progress-interval S     progress line period (default 60)\n"
+"  --http HOST:PORT          serve /kg-extract/status, /metrics, /healthz (loopback only unless\n"
+"                            --http-allow-remote; env KGX_API_KEY requires X-API-Key)\n"
+"  --log-level LEVEL         debug|info|warn|error (default info)\n"
+"  --help, --version\n"
+"\n"
+"exit codes: 0 done, 1 runtime failure, 2 usage or configuration error\n";
+
+const char *kgx_config_usage(void) { return usage_text; }
+
+static char *xstrdup(const char *s) { return s ? strdup(s) : NULL; }
+
+static void set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = xstrdup(v);
+}
+
+char *kgx_config_endpoint_base(const char *url)
+{
+    if (!url) return NULL;
+    while (isspace((unsigned char)*url)) url++;
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) return NULL;
+    char *s = strdup(url);
+    if (!s) return NULL;
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    static const char *suffixes[] = { "/v1/chat/completions", "/chat/completions", "/completion",
+                                      "/completions", "/v1", NULL };
+    for (;;) {
+        while (n && s[n - 1] == '/') s[--n] = 0;
+        int stripped = 0;
+        for (int i = 0; suffixes[i]; i++) {
+            size_t k = strlen(suffixes[i]);
+            if (n > k && strcmp(s + n - k, suffixes[i]) == 0) {
+                n -= k;
+                s[n] = 0;
+                stripped = 1;
+                break;
+            }
+        }
+        if (!stripped) break;
+    }
+    const char *host = strstr(s, "://") + 3;
+    if (!*host) { free(s); return NULL; }
+    return s;
+}
+
+static int parse_int(const char *v, long lo, long hi, long *out)
+{
+    if (!v || !*v) return -1;
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+static int parse_num(const char *v, double lo, double hi, double *out)
+{
+    if (!v || !*v) return -1;
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || !isfinite(x) || x < lo || x > hi) return -1;
+    *out = x;
+    return 0;
+}
+
+static int set_endpoints(kgx_config_t *c, const char *list, char *err, size_t errlen)
+{
+    for (int i = 0; i < c->n_endpoints; i++) free(c->endpoints[i]);
+    c->n_endpoints = 0;
+    char *copy = strdup(list), *save = NULL;
+    int rc = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (isspace((unsigned char)*tok)) tok++;
+        if (!*tok) continue;
+        if (c->n_endpoints == KGX_MAX_ENDPOINTS) {
+            snprintf(err, errlen, "error: --endpoint: at most %d endpoints", KGX_MAX_ENDPOINTS);
+            rc = 2;
+            break;
+        }
+        char *b = kgx_config_endpoint_base(tok);
+        if (!b) {
+            snprintf(err, errlen, "error: --endpoint: not an http(s) URL: %s", tok);
+            rc = 2;
+            break;
+        }
+        c->endpoints[c->n_endpoints++] = b;
+    }
+    free(copy);
+    if (!rc && c->n_endpoints == 0) {
+        snprintf(err, errlen, "error: --endpoint: no URL given");
+        rc = 2;
+    }
+    return rc;
+}
+
+enum {
+    O_DSN = 256, O_ENDPOINT, O_MODEL, O_POLICY, O_WORKERS, O_BATCH, O_POLL, O_LEASE, O_ATTEMPTS,
+    O_TIMEOUT, O_GRAPH, O_BACKFILL, O_BACKFILL_LIMIT, O_PROGRESS, O_ONCE, O_STATUS, O_JSON,
+    O_DRY_RUN, O_HTTP, O_HTTP_PUBLIC, O_WORKER_ID, O_LOG_LEVEL, O_HELP, O_VERSION, O_REAPPLY,
+    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP
+};
+
+static const struct option options[] = {
+    { "dsn", required_argument, 0, O_DSN },
+    { "endpoint", required_argument, 0, O_ENDPOINT },
+    { "model", required_argument, 0, O_MODEL },
+    { "policy", required_argument, 0, O_POLICY },
+    { "workers", required_argument, 0, O_WORKERS },
+    { "batch-size", required_argument, 0, O_BATCH },
+    { "poll-interval", required_argument, 0, O_POLL },
+    { "lease-seconds", required_argument, 0, O_LEASE },
+    { "max-attempts", required_argument, 0, O_ATTEMPTS },
+    { "request-timeout", required_argument, 0, O_TIMEOUT },
+    { "graph", required_argument, 0, O_GRAPH },
+    { "backfill", no_argument, 0, O_BACKFILL },
+    { "backfill-limit", required_argument, 0, O_BACKFILL_LIMIT },
+    { "progress-interval", required_argument, 0, O_PROGRESS },
+    { "once", no_argument, 0, O_ONCE },
+    { "status", no_argument, 0, O_STATUS },
+    { "json", no_argument, 0, O_JSON },
+    { "dry-run", required_argument, 0, O_DRY_RUN },
+    { "reapply", no_argument, 0, O_REAPPLY },
+    { "reapply-drawer", required_argument, 0, O_REAPPLY_DRAWER },
+    { "http", required_argument, 0, O_HTTP },
+    { "http-allow-remote", no_argument, 0, O_HTTP_PUBLIC },
+    { "worker-id", required_argument, 0, O_WORKER_ID },
+    { "log-level", required_argument, 0, O_LOG_LEVEL },
+    { "ctx-size", required_argument, 0, O_CTX },
+    { "slots", required_argument, 0, O_SLOTS },
+    { "no-keep-answers", no_argument, 0, O_NO_KEEP },
+    { "help", no_argument, 0, O_HELP },
+    { "version", no_argument, 0, O_VERSION },
+    { 0, 0, 0, 0 }
+};
+
+/* A graph name goes into SQL identifiers and create_graph(): whitelist it (AGE: 3–63 chars). */
+static int graph_name_ok(const char *g)
+{
+    size_t n = strlen(g);
+    if (n < 3 || n > 63) return 0;
+    if (!(islower((unsigned char)g[0]) || g[0] == '_')) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!(islower((unsigned char)g[i]) || isdigit((unsigned char)g[i]) || g[i] == '_')) return 0;
+    return 1;
+}
+
+int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t errlen)
+{
+    memset(c, 0, sizeof *c);
+    c->mode = KGX_MODE_DAEMON;
+    c->workers = 8;
+    c->batch_size = 20;
+    c->poll_interval = 30;
+    c->lease_seconds = 900;
+    c->max_attempts = 5;
+    c->request_timeout = 120;
+    c->progress_interval = 60;
+    c->log_level = KGX_LOG_INFO;
+    c->min_confidence = 0.5;
+    c->max_triples = 10;
+    c->keep_answers = 1;
+    c->graph = strdup("mempalace_kg");
+    c->model = strdup("phi-4-mini");
+    err[0] = 0;
+
+    /* environment first; flags override */
+    const char *e;
+    if ((e = getenv("MEMPALACE_POSTGRES_DSN")) && *e) set_str(&c->dsn, e);
+    if ((e = getenv("MEMPALACE_KG_LLM_MODEL")) && *e) set_str(&c->model, e);
+    if ((e = getenv("KGX_POLICY")) && *e) set_str(&c->policy, e);
+    if ((e = getenv("KGX_API_KEY")) && *e) set_str(&c->api_key, e);
+    int rc = set_endpoints(c, ((e = getenv("MEMPALACE_KG_LLM_ENDPOINT")) && *e) ? e : "http://localhost:11436",
+                           err, errlen);
+    if (rc) {
+        /* name the variable, not the flag */
+        snprintf(err, errlen, "error: MEMPALACE_KG_LLM_ENDPOINT: not an http(s) URL: %s", e);
+        return 2;
+    }
+    if ((e = getenv("MEMPALACE_KG_CLAIM_LEASE_SECONDS")) && *e
+        && parse_num(e, 1, 86400 * 7, &c->lease_seconds)) {
+        snprintf(err, errlen, "error: MEMPALACE_KG_CLAIM_LEASE_SECONDS: expected seconds, got '%s'", e);
+        return 2;
+    }
+    if ((e = getenv("MEMPALACE_KG_MIN_CONFIDENCE")) && *e && parse_num(e, 0, 1, &c->min_confidence)) {
+        snprintf(err, errlen, "error: MEMPALACE_KG_MIN_CONFIDENCE: expected a number 0..1, got '%s'", e);
+        return 2;
+    }
+    long l;
+    if ((e = getenv("MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER")) && *e) {
+        if (parse_int(e, 1, 1000, &l)) {
+            snprintf(err, errlen, "error: MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER: expected 1..1000, got '%s'", e);
+            return 2;
+        }
+        c->max_triples = (int)l;
+    }
+
+    int backfill = 0, once = 0, status = 0, reapply = 0;
+    optind = 1;
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "hV", options, NULL)) != -1) {
+        const char *v = optarg;
+        const char *name = NULL;
+        for (const struct option *o = options; o->name; o++)
+            if (o->val == opt) name = o->name;
+#define BAD(fmt) do { snprintf(err, errlen, "error: --%s: " fmt, name, v); return 2; } while (0)
+        switch (opt) {
+        case O_DSN: set_str(&c->dsn, v); break;
+        case O_ENDPOINT: if (set_endpoints(c, v, err, errlen)) return 2; break;
+        case O_MODEL: set_str(&c->model, v); break;
+        case O_POLICY: set_str(&c->policy, v); break;
+        case O_WORKERS: if (parse_int(v, 1, 4096, &l)) BAD("expected 1..4096, got '%s'"); c->workers = (int)l; break;
+        case O_BATCH: if (parse_int(v, 1, 10000, &l)) BAD("expected 1..10000, got '%s'"); c->batch_size = (int)l; break;
+        case O_POLL: if (parse_num(v, 0.01, 86400, &c->poll_interval)) BAD("expected seconds, got '%s'"); break;
+        case O_LEASE: if (parse_num(v, 1, 86400 * 7, &c->lease_seconds)) BAD("expected seconds, got '%s'"); break;
+        case O_ATTEMPTS: if (parse_int(v, 1, 1000, &l)) BAD("expected 1..1000, got '%s'"); c->max_attempts = (int)l; break;
+        case O_TIMEOUT: if (parse_num(v, 0.05, 86400, &c->request_timeout)) BAD("expected seconds, got '%s'"); break;
+        case O_GRAPH:
+            if (!graph_name_ok(v)) BAD("expected 3-63 characters [a-z0-9_] starting with a letter or _, got '%s'");
+            set_str(&c->graph, v);
+            break;
+        case O_BACKFILL: backfill = 1; break;
+        case O_BACKFILL_LIMIT:
+            if (parse_int(v, 1, 1L << 40, &l)) BAD("expected a positive count, got '%s'");
+            c->backfill_limit = l;
+            backfill = 1;
+            break;
+        case O_PROGRESS: if (parse_num(v, 0.1, 86400, &c->progress_interval)) BAD("expected seconds, got '%s'"); break;
+        case O_ONCE: once = 1; break;
+        case O_STATUS: status = 1; break;
+        case O_JSON: c->json = 1; break;
+        case O_DRY_RUN: set_str(&c->dry_run_input, v); break;
+        case O_REAPPLY: reapply = 1; break;
+        case O_REAPPLY_DRAWER: set_str(&c->reapply_where, v); reapply = 1; break;
+        case O_HTTP: set_str(&c->http_listen, v); break;
+        case O_HTTP_PUBLIC: c->http_public = 1; break;
+        case O_WORKER_ID:
+            if (!*v || strlen(v) > 200) BAD("expected 1-200 characters, got '%s'");
+            set_str(&c->worker_id, v);
+            break;
+        case O_LOG_LEVEL:
+            if ((c->log_level = kgx_log_level_parse(v)) < 0) BAD("expected debug|info|warn|error, got '%s'");
+            break;
+        case O_CTX: if (parse_int(v, 64, 1 << 24, &l)) BAD("expected 64..16777216 tokens, got '%s'"); c->n_ctx = (int)l; break;
+        case O_SLOTS: if (parse_int(v, 1, 1024, &l)) BAD("expected 1..1024, got '%s'"); c->slots = (int)l; break;
+        case O_NO_KEEP: c->keep_answers = 0; break;
+        case 'h': case O_HELP: c->mode = KGX_MODE_HELP; return 0;
+        case 'V': case O_VERSION: c->mode = KGX_MODE_VERSION; return 0;
+        case '?':
+        default:
+            if (optopt && optopt < 256)
+                snprintf(err, errlen, "error: unknown option -%c (see --help)", optopt);
+            else if (optopt)
+                snprintf(err, errlen, "error: %s needs a value (see --help)", argv[optind - 1]);
+            else
+                snprintf(err, errlen, "error: unknown option %s (see --help)", argv[optind - 1]);
+            return 2;
+        }
+#undef BAD
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "error: unexpected argument '%s' (see --help)", argv[optind]);
+        return 2;
+    }
+    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply;
+    if (modes > 1) {
+        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply");
+        return 2;
+    }
+    if (backfill) c->mode = KGX_MODE_BACKFILL;
+    else if (once) c->mode = KGX_MODE_ONCE;
+    else if (status) c->mode = KGX_MODE_STATUS;
+    else if (c->dry_run_input) c->mode = KGX_MODE_DRY_RUN;
+    else if (reapply) c->mode = KGX_MODE_REAPPLY;
+    if (c->json && c->mode != KGX_MODE_STATUS && c->mode != KGX_MODE_DRY_RUN) {
+        snprintf(err, errlen, "error: --json goes with --status or --dry-run");
+        return 2;
+    }
+    if (c->mode != KGX_MODE_DRY_RUN && (!c->dsn || !*c->dsn)) {
+        snprintf(err, errlen, "error: --dsn is required (or set MEMPALACE_POSTGRES_DSN)");
+        return 2;
+    }
+    return 0;
+}
+
+void kgx_config_free(kgx_config_t *c)
+{
+    if (!c) return;
+    free(c->dsn);
+    for (int i = 0; i < c->n_endpoints; i++) free(c->endpoints[i]);
+    free(c->model);
+    free(c->policy);
+    free(c->graph);
+    free(c->dry_run_input);
+    free(c->http_listen);
+    free(c->api_key);
+    free(c->worker_id);
+    free(c->reapply_where);
+    memset(c, 0, sizeof *c);
+}

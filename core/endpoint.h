@@ -1,0 +1,70 @@
+/* endpoint — the llama-server endpoints: slots and per-slot context from /props, health, choice.
+ *
+ * Each endpoint is probed at start (GET /props: total_slots, default_generation_settings.n_ctx).
+ * A failing endpoint is set aside (DOWN) and re-probed on GET /health with backoff (0.5 s doubling
+ * to 30 s); when /health answers 200 it is asked /props again and comes back UP. Requests go to the
+ * UP endpoint with the lowest in_flight/slots. When none is UP the engine stops claiming. */
+#ifndef KGX_ENDPOINT_H
+#define KGX_ENDPOINT_H
+
+#include <uv.h>
+#include "http.h"
+
+enum kgx_ep_state { KGX_EP_PROBING, KGX_EP_UP, KGX_EP_DOWN };
+
+typedef struct kgx_endpoints kgx_endpoints_t;
+
+typedef struct kgx_endpoint {
+    char *base;                /* normalised base URL */
+    int state;
+    int slots;                 /* from /props or --slots; 0 unknown */
+    int n_ctx;                 /* per-slot context; 0 unknown */
+    int in_flight;
+    int cap;                   /* max in flight here */
+    double backoff_ms;
+    unsigned long long requests, failures;
+    char last_error[200];
+    uv_timer_t timer;
+    kgx_http_req_t *probe;
+    int probe_stage;           /* 0 /health, 1 /props */
+    kgx_endpoints_t *set;
+} kgx_endpoint_t;
+
+/* on_change runs whenever an endpoint changes state (the engine re-pumps / resolves suspects). */
+typedef void (*kgx_endpoints_change_cb)(kgx_endpoint_t *ep, void *ud);
+
+struct kgx_endpoints {
+    kgx_endpoint_t *ep;
+    int n;
+    int workers, cfg_slots, cfg_n_ctx;
+    uv_loop_t *loop;
+    kgx_http_t *http;
+    kgx_endpoints_change_cb on_change;
+    void *ud;
+    int closing;
+};
+
+int kgx_endpoints_init(kgx_endpoints_t *s, uv_loop_t *loop, kgx_http_t *http, char *const *bases, int n,
+                       int workers, int cfg_slots, int cfg_n_ctx, kgx_endpoints_change_cb cb, void *ud);
+void kgx_endpoints_start(kgx_endpoints_t *s);     /* probes all */
+void kgx_endpoints_close(kgx_endpoints_t *s);     /* cancels probes, closes timers (run loop after) */
+void kgx_endpoints_free(kgx_endpoints_t *s);      /* after the loop closed the timers */
+/* The UP endpoint with the most free room, or NULL. */
+kgx_endpoint_t *kgx_endpoints_pick(kgx_endpoints_t *s);
+int kgx_endpoints_up(const kgx_endpoints_t *s);   /* number of UP endpoints */
+int kgx_endpoints_capacity(const kgx_endpoints_t *s);  /* sum of caps of UP endpoints */
+/* Smallest known per-slot context among UP endpoints (or configured); 0 unknown. */
+int kgx_endpoints_n_ctx(const kgx_endpoints_t *s);
+/* The endpoint failed in a way that suggests it is down: set it aside and probe /health. */
+void kgx_endpoint_down(kgx_endpoint_t *ep, const char *why);
+/* Ask /health now (after a reset or timeout) unless a probe is already running. */
+void kgx_endpoint_check(kgx_endpoint_t *ep);
+/* Learned from a 400 context-size answer. */
+void kgx_endpoint_learn_n_ctx(kgx_endpoint_t *ep, int n_ctx);
+const char *kgx_endpoint_state_name(int state);
+/* Pure helpers (tested): numbers from a /props body; -1 when absent. */
+int kgx_props_total_slots(const char *body);
+int kgx_props_n_ctx(const char *body);
+int kgx_error_n_ctx(const char *body);    /* n_ctx from an exceed_context_size_error body */
+
+#endif

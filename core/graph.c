@@ -1,0 +1,197 @@
+/* graph — see graph.h. */
+#include "graph.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char schema_sql[] =
+#include "schema_sql.h"
+    ;
+
+const char *const kgx_graph_session_sql[] = {
+    "LOAD 'age'",
+    "SET search_path = ag_catalog, \"$user\", public",
+    "SET kgx.internal = '1'",
+    NULL
+};
+
+static void first_line(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+    snprintf(err, errlen, "%s%s", prefix, msg ? msg : "");
+    char *nl = strchr(err, '\n');
+    if (nl) *nl = 0;
+}
+
+/* The graph name is whitelisted by config ([a-z_][a-z0-9_]{2,62}); check again before splicing. */
+static int graph_ok(const char *g)
+{
+    size_t n = strlen(g);
+    if (n < 3 || n > 63) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = g[i];
+        if (!((c >= 'a' && c <= 'z') || c == '_' || (i && c >= '0' && c <= '9'))) return 0;
+    }
+    return 1;
+}
+
+static char *subst_graph(const char *tmpl, const char *graph)
+{
+    kgx_buf_t b = { 0 };
+    const char *p = tmpl, *m;
+    while ((m = strstr(p, "@G@"))) {
+        kgx_buf_add(&b, p, (size_t)(m - p));
+        kgx_buf_adds(&b, graph);
+        p = m + 3;
+    }
+    kgx_buf_adds(&b, p);
+    return kgx_buf_steal(&b, NULL);
+}
+
+static int exec_ok(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    ExecStatusType st = PQresultStatus(r);
+    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) {
+        char pre[128];
+        snprintf(pre, sizeof pre, "%s: ", what);
+        first_line(err, errlen, pre, PQresultErrorMessage(r));
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, size_t errlen)
+{
+    if (!graph_ok(graph)) {
+        snprintf(err, errlen, "invalid graph name '%s'", graph);
+        return -1;
+    }
+    if (need_drawers) {
+        PGresult *r = PQexec(c, "SELECT to_regclass('public.mempalace_drawers') IS NOT NULL");
+        int have = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (!have) {
+            snprintf(err, errlen, "table mempalace_drawers not found (is this the MemPalace database?)");
+            return -1;
+        }
+    }
+    PGresult *r = PQexec(c, "SELECT 1 FROM pg_extension WHERE extname = 'age'");
+    int have_age = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    PQclear(r);
+    if (!have_age && exec_ok(c, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, errlen))
+        return -1;
+    char *sql = subst_graph(schema_sql, graph);
+    /* one transaction, serialised across processes starting together */
+    int rc = exec_ok(c, "BEGIN", "schema", err, errlen);
+    if (!rc) rc = exec_ok(c, "SELECT pg_advisory_xact_lock(hashtext('kgx-schema'))", "schema lock", err, errlen);
+    if (!rc) rc = exec_ok(c, "SET LOCAL client_min_messages = warning", "schema", err, errlen);
+    if (!rc) rc = exec_ok(c, sql, "schema", err, errlen);
+    if (!rc) rc = exec_ok(c, "COMMIT", "schema commit", err, errlen);
+    else {
+        PGresult *rb = PQexec(c, "ROLLBACK");
+        PQclear(rb);
+    }
+    free(sql);
+    return rc;
+}
+
+typedef struct { kgx_graph_write_cb cb; void *ud; } write_ctx_t;
+
+static void write_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    write_ctx_t *w = ud;
+    if (!res) w->cb(0, err ? err : "connection lost", "08006", w->ud);
+    else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        w->cb(0, err ? err : "write failed", sqlstate, w->ud);
+    else
+        w->cb(atoi(PQgetvalue(res, 0, 0)), NULL, NULL, w->ud);
+    free(w);
+}
+
+int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, const char *worker,
+                    long long token, const char *triples_json, const char *answers_json,
+                    kgx_graph_write_cb cb, void *ud)
+{
+    if (!graph_ok(graph)) return -1;
+    char sql[160], tok[32];
+    snprintf(sql, sizeof sql, "SELECT public.kgx_%s_write($1, $2, $3::bigint, $4::jsonb, $5::jsonb)", graph);
+    snprintf(tok, sizeof tok, "%lld", token);
+    const char *p[] = { drawer_id, worker, token >= 0 ? tok : NULL, triples_json, answers_json };
+    write_ctx_t *w = malloc(sizeof *w);
+    w->cb = cb;
+    w->ud = ud;
+    int rc = kgx_db_query(db, sql, 5, p, write_done, w);
+    if (rc) free(w);
+    return rc;
+}
+
+int kgx_graph_is_transient(const char *sqlstate, const char *err)
+{
+    if (!sqlstate) return err != NULL; /* connection-level failure */
+    /* serialization/deadlock, connection exceptions, admin shutdown, too many connections */
+    return !strcmp(sqlstate, "40P01") || !strcmp(sqlstate, "40001") || !strncmp(sqlstate, "08", 2)
+        || !strcmp(sqlstate, "57P01") || !strcmp(sqlstate, "57P02") || !strcmp(sqlstate, "57P03")
+        || !strcmp(sqlstate, "53300") || !strcmp(sqlstate, "55P03");
+}
+
+typedef struct { kgx_graph_answers_cb cb; void *ud; } page_ctx_t;
+
+static void page_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    page_ctx_t *p = ud;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) p->cb(NULL, err ? err : "query failed", p->ud);
+    else p->cb(res, NULL, p->ud);
+    free(p);
+}
+
+int kgx_graph_answers_page(kgx_db_t *db, const char *graph, const char *after, const char *only,
+                           int limit, kgx_graph_answers_cb cb, void *ud)
+{
+    if (!graph_ok(graph)) return -1;
+    char sql[1024], lim[16];
+    snprintf(sql, sizeof sql,
+             "WITH ids AS (SELECT DISTINCT a.drawer_id FROM public.kgx_%s_answers a"
+             "   JOIN public.mempalace_kg_extraction_queue q ON q.drawer_id = a.drawer_id AND q.completed_at IS NOT NULL"
+             "  WHERE a.drawer_id > $1 AND ($2::text IS NULL OR a.drawer_id = $2)"
+             "  ORDER BY a.drawer_id LIMIT $3::int)"
+             " SELECT a.drawer_id, d.wing, d.room, d.document, d.metadata::text, a.chunk, a.body"
+             "   FROM ids JOIN public.kgx_%s_answers a ON a.drawer_id = ids.drawer_id"
+             "   LEFT JOIN public.mempalace_drawers d ON d.id = a.drawer_id"
+             "  ORDER BY a.drawer_id, a.chunk", graph, graph);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = { after ? after : "", only, lim };
+    page_ctx_t *c = malloc(sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    int rc = kgx_db_query(db, sql, 3, p, page_done, c);
+    if (rc) free(c);
+    return rc;
+}
+
+int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,
+                    long long *supports, char *err, size_t errlen)
+{
+    if (!graph_ok(graph)) {
+        snprintf(err, errlen, "invalid graph name");
+        return -1;
+    }
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM %s.\"Entity\"), (SELECT count(*) FROM %s.\"RELATION\"),"
+             " (SELECT count(*) FROM public.kgx_%s_support)", graph, graph, graph);
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        first_line(err, errlen, "graph statistics: ", PQresultErrorMessage(r));
+        rc = -1;
+    } else {
+        *entities = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        *edges = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        *supports = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    }
+    PQclear(r);
+    return rc;
+}

@@ -1,0 +1,46 @@
+/* graph — the AGE graph and its side tables: schema setup and the one-transaction-per-drawer write.
+ *
+ * Graph model: vertex label Entity {name, key} (key = lower-cased, whitespace-collapsed name: the
+ * identity), edge label RELATION {relation_type, confidence, source, support[, raw_relation_type]}
+ * — exactly one edge per (subject, relation_type, object), unique-indexed so concurrent writers
+ * cannot duplicate. Provenance per drawer lives in kgx_<graph>_support; raw LLM answers in
+ * kgx_<graph>_answers. The write itself is a server-side function (core/schema.sql.in) called with
+ * bind parameters only: one round trip, atomic, and it re-checks the claim token. */
+#ifndef KGX_GRAPH_H
+#define KGX_GRAPH_H
+
+#include <stddef.h>
+#include "buf.h"
+#include "db.h"
+
+/* Session setup every connection runs: LOAD 'age', search_path, kgx.internal. */
+extern const char *const kgx_graph_session_sql[];
+
+/* Creates/updates tables, trigger, graph, labels, indexes and functions (idempotent, under an
+ * advisory lock). Blocking; runs before the loop starts. Fails when mempalace_drawers is missing
+ * and need_drawers is set. */
+int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, size_t errlen);
+
+/* n = distinct facts written; -1 = the claim is not ours any more (nothing written).
+ * err/sqlstate set on database errors (40P01 / 40001 / connection loss are transient). */
+typedef void (*kgx_graph_write_cb)(int n, const char *err, const char *sqlstate, void *ud);
+
+/* triples_json: [{"s","p","o","c","raw","chunk"}…]; answers_json: [{chunk, body, model, policy,
+ * policy_version, prompt_tokens, completion_tokens, latency_ms}…] or NULL to keep stored answers.
+ * token < 0 = reapply a completed drawer. */
+int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, const char *worker,
+                    long long token, const char *triples_json, const char *answers_json,
+                    kgx_graph_write_cb cb, void *ud);
+int kgx_graph_is_transient(const char *sqlstate, const char *err);
+
+/* Reapply: stored answers of completed drawers after `after` (keyset paging, ordered by id).
+ * Row i: drawer id, wing, room, document, metadata, chunk, body (rows of one drawer adjacent). */
+typedef void (*kgx_graph_answers_cb)(const PGresult *res, const char *err, void *ud);
+int kgx_graph_answers_page(kgx_db_t *db, const char *graph, const char *after, const char *only,
+                           int limit, kgx_graph_answers_cb cb, void *ud);
+
+/* Graph statistics (for --status and the demo): entities, edges, supports. Blocking. */
+int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,
+                    long long *supports, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,302 @@
+/* queue — see queue.h. All SQL on the queue table lives here (the completing write is graph.c's). */
+#include "queue.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define Q "public.mempalace_kg_extraction_queue"
+
+static char *dup_or_null(const PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col)) return NULL;
+    return strdup(PQgetvalue(r, row, col));
+}
+
+static const char *result_error(const PGresult *res, const char *err)
+{
+    if (!res) return err ? err : "database error";
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return NULL;
+    return err ? err : "database error";
+}
+
+/* ------------------------------------------------------------------ claim */
+
+/* Oldest pending rows first; the drawer's text comes back with the claim (one round trip). */
+static const char claim_sql[] =
+    "WITH c AS ("
+    "  SELECT drawer_id FROM " Q
+    "   WHERE completed_at IS NULL AND error IS NULL"
+    "     AND (started_at IS NULL OR started_at < now() - make_interval(secs => $2::float8))"
+    "     AND (retry_at IS NULL OR retry_at <= now())"
+    "   ORDER BY queued_at, drawer_id LIMIT $3::int FOR UPDATE SKIP LOCKED)"
+    " UPDATE " Q " q SET started_at = now(), worker_id = $1, claim_token = nextval('public.kgx_claim_seq')"
+    "  FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id"
+    " WHERE q.drawer_id = c.drawer_id"
+    " RETURNING q.drawer_id, coalesce(d.wing, q.wing), coalesce(d.room, q.room), d.document,"
+    "           d.metadata::text, q.claim_token, q.attempts, (d.id IS NULL)";
+
+typedef struct { kgx_queue_claim_cb cb; void *ud; } claim_ctx_t;
+
+static void claim_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    claim_ctx_t *c = ud;
+    const char *e = result_error(res, err);
+    if (e) {
+        c->cb(NULL, 0, e, c->ud);
+        free(c);
+        return;
+    }
+    int n = PQntuples(res);
+    kgx_claim_row_t *rows = calloc((size_t)(n ? n : 1), sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        kgx_claim_row_t *r = &rows[i];
+        r->drawer_id = dup_or_null(res, i, 0);
+        r->wing = dup_or_null(res, i, 1);
+        r->room = dup_or_null(res, i, 2);
+        r->document = dup_or_null(res, i, 3);
+        r->document_len = r->document ? (size_t)PQgetlength(res, i, 3) : 0;
+        r->metadata = dup_or_null(res, i, 4);
+        r->token = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+        r->attempts = atoi(PQgetvalue(res, i, 6));
+        r->missing = PQgetvalue(res, i, 7)[0] == 't';
+    }
+    c->cb(rows, n, NULL, c->ud);
+    free(c);
+}
+
+int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
+                    kgx_queue_claim_cb cb, void *ud)
+{
+    char lease[32], lim[16];
+    snprintf(lease, sizeof lease, "%.3f", lease_s);
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = { worker, lease, lim };
+    claim_ctx_t *c = malloc(sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    int rc = kgx_db_query(db, claim_sql, 3, p, claim_done, c);
+    if (rc) free(c);
+    return rc;
+}
+
+void kgx_claim_rows_free(kgx_claim_row_t *rows, int n)
+{
+    if (!rows) return;
+    for (int i = 0; i < n; i++) {
+        free(rows[i].drawer_id);
+        free(rows[i].wing);
+        free(rows[i].room);
+        free(rows[i].document);
+        free(rows[i].metadata);
+    }
+    free(rows);
+}
+
+/* ------------------------------------------------------------------ failures */
+
+static const char fail_sql[] =
+    "UPDATE " Q " SET attempts = attempts + 1, last_error = left($3, 2000),"
+    "       error = CASE WHEN attempts + 1 >= $4::int THEN left($3, 2000) END,"
+    "       parked_at = CASE WHEN attempts + 1 >= $4::int THEN now() END,"
+    "       started_at = CASE WHEN attempts + 1 >= $4::int THEN NULL ELSE now() END,"
+    "       worker_id = CASE WHEN attempts + 1 >= $4::int THEN NULL ELSE worker_id END"
+    " WHERE drawer_id = $1 AND claim_token = $2::bigint AND completed_at IS NULL AND error IS NULL"
+    " RETURNING attempts, error IS NOT NULL";
+
+typedef struct { kgx_queue_fail_cb cb; kgx_queue_done_cb done; void *ud; } op_ctx_t;
+
+static void fail_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    op_ctx_t *c = ud;
+    const char *e = result_error(res, err);
+    if (e) c->cb(0, 0, 0, e, c->ud);
+    else if (PQntuples(res) == 0) c->cb(0, 0, 1, NULL, c->ud);
+    else c->cb(atoi(PQgetvalue(res, 0, 0)), PQgetvalue(res, 0, 1)[0] == 't', 0, NULL, c->ud);
+    free(c);
+}
+
+static void op_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    op_ctx_t *c = ud;
+    const char *e = result_error(res, err);
+    if (c->done) c->done(e ? -1 : strtoll(PQcmdTuples((PGresult *)res), NULL, 10), e, c->ud);
+    free(c);
+}
+
+static int run_op(kgx_db_t *db, const char *sql, int n, const char *const *p,
+                  kgx_db_cb fn, kgx_queue_fail_cb fcb, kgx_queue_done_cb dcb, void *ud)
+{
+    op_ctx_t *c = malloc(sizeof *c);
+    c->cb = fcb;
+    c->done = dcb;
+    c->ud = ud;
+    int rc = kgx_db_query(db, sql, n, p, fn, c);
+    if (rc) free(c);
+    return rc;
+}
+
+int kgx_queue_fail(kgx_db_t *db, const char *drawer_id, long long token, const char *msg,
+                   int max_attempts, kgx_queue_fail_cb cb, void *ud)
+{
+    char tok[32], max[16];
+    snprintf(tok, sizeof tok, "%lld", token);
+    snprintf(max, sizeof max, "%d", max_attempts);
+    const char *p[] = { drawer_id, tok, msg, max };
+    return run_op(db, fail_sql, 4, p, fail_done, cb, NULL, ud);
+}
+
+int kgx_queue_park(kgx_db_t *db, const char *drawer_id, long long token, const char *msg,
+                   kgx_queue_done_cb cb, void *ud)
+{
+    static const char sql[] =
+        "UPDATE " Q " SET error = left($3, 2000), last_error = left($3, 2000), parked_at = now(),"
+        "       started_at = NULL, worker_id = NULL"
+        " WHERE drawer_id = $1 AND claim_token = $2::bigint AND completed_at IS NULL AND error IS NULL";
+    char tok[32];
+    snprintf(tok, sizeof tok, "%lld", token);
+    const char *p[] = { drawer_id, tok, msg };
+    return run_op(db, sql, 3, p, op_done, NULL, cb, ud);
+}
+
+int kgx_queue_unclaim(kgx_db_t *db, const char *drawer_id, long long token, kgx_queue_done_cb cb, void *ud)
+{
+    static const char sql[] =
+        "UPDATE " Q " SET started_at = NULL, worker_id = NULL, claim_token = NULL"
+        " WHERE drawer_id = $1 AND claim_token = $2::bigint AND completed_at IS NULL";
+    char tok[32];
+    snprintf(tok, sizeof tok, "%lld", token);
+    const char *p[] = { drawer_id, tok };
+    return run_op(db, sql, 2, p, op_done, NULL, cb, ud);
+}
+
+int kgx_queue_release_all(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud)
+{
+    /* Only this worker's rows: other processes keep theirs (the seed released everyone's). */
+    static const char sql[] =
+        "UPDATE " Q " SET started_at = NULL, worker_id = NULL, claim_token = NULL"
+        " WHERE worker_id = $1 AND completed_at IS NULL AND error IS NULL";
+    const char *p[] = { worker };
+    return run_op(db, sql, 1, p, op_done, NULL, cb, ud);
+}
+
+int kgx_queue_heartbeat(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud)
+{
+    static const char sql[] =
+        "UPDATE " Q " SET started_at = now()"
+        " WHERE worker_id = $1 AND completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL";
+    const char *p[] = { worker };
+    return run_op(db, sql, 1, p, op_done, NULL, cb, ud);
+}
+
+/* ------------------------------------------------------------------ counters */
+
+static const char counts_sql[] =
+    "SELECT"
+    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
+    "                  AND (started_at IS NULL OR started_at < now() - make_interval(secs => $1::float8))),"
+    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
+    "                  AND started_at >= now() - make_interval(secs => $1::float8)),"
+    " count(*) FILTER (WHERE completed_at >= now() - interval '24 hours'),"
+    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NOT NULL),"
+    " coalesce(sum(triples_extracted) FILTER (WHERE completed_at >= now() - interval '5 minutes'), 0),"
+    " count(*) FILTER (WHERE completed_at >= now() - interval '5 minutes') / 5.0,"
+    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
+    "                  AND started_at < now() - make_interval(secs => $1::float8)),"
+    " count(*) FILTER (WHERE completed_at IS NOT NULL),"
+    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
+    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL AND retry_at > now()),"
+    " count(*)"
+    " FROM " Q;
+
+static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->queue_depth = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    o->in_progress = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+    o->completed_today = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+    o->errors_total = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+    o->triples_extracted_5m = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+    o->drawers_per_min_5m = strtod(PQgetvalue(r, 0, 5), NULL);
+    o->stale_reclaimable = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+    o->completed_total = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
+    o->retrying = strtoll(PQgetvalue(r, 0, 8), NULL, 10);
+    o->waiting_retry = strtoll(PQgetvalue(r, 0, 9), NULL, 10);
+    o->total = strtoll(PQgetvalue(r, 0, 10), NULL, 10);
+}
+
+typedef struct { kgx_queue_counts_cb cb; void *ud; } counts_ctx_t;
+
+static void counts_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    counts_ctx_t *c = ud;
+    const char *e = result_error(res, err);
+    kgx_queue_counts_t k;
+    if (!e) parse_counts(res, &k);
+    c->cb(e ? NULL : &k, e, c->ud);
+    free(c);
+}
+
+int kgx_queue_counts(kgx_db_t *db, double lease_s, kgx_queue_counts_cb cb, void *ud)
+{
+    char lease[32];
+    snprintf(lease, sizeof lease, "%.3f", lease_s);
+    const char *p[] = { lease };
+    counts_ctx_t *c = malloc(sizeof *c);
+    c->cb = cb;
+    c->ud = ud;
+    int rc = kgx_db_query(db, counts_sql, 1, p, counts_done, c);
+    if (rc) free(c);
+    return rc;
+}
+
+static void first_line(char *err, size_t errlen, const char *prefix, const char *msg)
+{
+    snprintf(err, errlen, "%s%s", prefix, msg ? msg : "");
+    char *nl = strchr(err, '\n');
+    if (nl) *nl = 0;
+}
+
+int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out, char *err, size_t errlen)
+{
+    char lease[32];
+    snprintf(lease, sizeof lease, "%.3f", lease_s);
+    const char *p[] = { lease };
+    PGresult *r = PQexecParams(c, counts_sql, 1, NULL, p, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        first_line(err, errlen, "status query failed: ", PQresultErrorMessage(r));
+        rc = -1;
+    } else {
+        parse_counts(r, out);
+    }
+    PQclear(r);
+    return rc;
+}
+
+int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *err, size_t errlen)
+{
+    /* Drawers never queued are added; rows already there (pending, parked or done) are left alone:
+     * parked rows keep their error until an operator re-queues them. */
+    static const char sql[] =
+        "INSERT INTO " Q " (drawer_id, wing, room)"
+        " SELECT d.id, d.wing, d.room FROM public.mempalace_drawers d"
+        "  WHERE NOT EXISTS (SELECT 1 FROM " Q " q WHERE q.drawer_id = d.id)"
+        "  ORDER BY d.id LIMIT CASE WHEN $1::bigint > 0 THEN $1::bigint END"
+        " ON CONFLICT (drawer_id) DO NOTHING";
+    char lim[32];
+    snprintf(lim, sizeof lim, "%ld", limit);
+    const char *p[] = { lim };
+    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        first_line(err, errlen, "backfill seeding failed: ", PQresultErrorMessage(r));
+        rc = -1;
+    } else if (inserted) {
+        *inserted = strtoll(PQcmdTuples(r), NULL, 10);
+    }
+    PQclear(r);
+    return rc;
+}

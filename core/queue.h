@@ -1,0 +1,59 @@
+/* queue — the work queue table (mempalace_kg_extraction_queue): claims with SKIP LOCKED and a
+ * lease, charged failures and parking, give-back, heartbeats, counters, backfill seeding.
+ *
+ * Row states (derived from columns, compatible with the seed):
+ *   pending   completed_at NULL, error NULL, started_at NULL or older than the lease, retry_at due
+ *   claimed   completed_at NULL, error NULL, started_at within the lease, worker_id = claimant
+ *   parked    completed_at NULL, error NOT NULL (after --max-attempts; error = last failure)
+ *   completed completed_at NOT NULL (written by graph.c in the same transaction as the facts)
+ * Every claim gets a fresh claim_token; writes and failures of a claim that is no longer current
+ * (lease lost, drawer re-queued) are refused by the database. */
+#ifndef KGX_QUEUE_H
+#define KGX_QUEUE_H
+
+#include <stddef.h>
+#include "db.h"
+
+typedef struct {
+    char *drawer_id, *wing, *room, *document, *metadata;  /* document NULL when missing */
+    size_t document_len;
+    long long token;
+    int attempts;          /* charged failures so far */
+    int missing;           /* no mempalace_drawers row */
+} kgx_claim_row_t;
+
+/* rows is malloc'd and owned by the callback (free with kgx_claim_rows_free). err non-NULL on failure. */
+typedef void (*kgx_queue_claim_cb)(kgx_claim_row_t *rows, int n, const char *err, void *ud);
+typedef void (*kgx_queue_fail_cb)(int attempts, int parked, int stale, const char *err, void *ud);
+typedef void (*kgx_queue_done_cb)(long long affected, const char *err, void *ud);
+
+typedef struct {
+    long long queue_depth, in_progress, completed_today, errors_total, triples_extracted_5m,
+              stale_reclaimable, completed_total, retrying, waiting_retry, total;
+    double drawers_per_min_5m;
+} kgx_queue_counts_t;
+typedef void (*kgx_queue_counts_cb)(const kgx_queue_counts_t *c, const char *err, void *ud);
+
+int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
+                    kgx_queue_claim_cb cb, void *ud);
+void kgx_claim_rows_free(kgx_claim_row_t *rows, int n);
+/* A charged failure: attempts+1, last_error = msg; at max_attempts the row is parked (error = msg,
+ * claim released). Otherwise the claim is kept and its lease renewed (the caller retries). */
+int kgx_queue_fail(kgx_db_t *db, const char *drawer_id, long long token, const char *msg,
+                   int max_attempts, kgx_queue_fail_cb cb, void *ud);
+/* Parks at once (e.g. the drawer row is gone). */
+int kgx_queue_park(kgx_db_t *db, const char *drawer_id, long long token, const char *msg,
+                   kgx_queue_done_cb cb, void *ud);
+/* Gives one claimed row back unchanged (no attempt charged). */
+int kgx_queue_unclaim(kgx_db_t *db, const char *drawer_id, long long token, kgx_queue_done_cb cb, void *ud);
+/* Gives back every row this worker holds (SIGTERM). */
+int kgx_queue_release_all(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud);
+/* Renews the lease of every row this worker holds. */
+int kgx_queue_heartbeat(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud);
+int kgx_queue_counts(kgx_db_t *db, double lease_s, kgx_queue_counts_cb cb, void *ud);
+int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out, char *err, size_t errlen);
+/* Queues every drawer not yet in the queue or not completed (at most limit; 0 = all). */
+int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *err, size_t errlen);
+/* Writes the counters as JSON object members (no braces) into buf. */
+
+#endif
