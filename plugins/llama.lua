@@ -1,0 +1,151 @@
+-- llama — request builders for llama.cpp's llama-server.
+--
+--   llama.completion(opts) -> { path = "/completion", body = {…} }
+--   llama.chat(opts)       -> { path = "/v1/chat/completions", body = {…} }
+--   llama.schema(opts)     -> the JSON schema table ({triples: [{subject, predicate, object, confidence}]})
+--   llama.n_predict(cap, n_ctx) -> the output cap actually sent
+--   llama.prompt(instructions, text) -> instructions .. "\nTEXT:\n" .. text
+--
+-- opts:
+--   instructions  fixed prompt text (required). It must be identical for every request so that
+--                 llama-server's prompt cache reuses it; it must not contain a line "TEXT:".
+--   text          the chunk (a string, or a table with .text)
+--   n_predict     configured output cap in tokens (default 512); see n_predict() for the cap applied
+--   n_ctx         per-slot context (default ctx/kgx.config); used to cap n_predict
+--   temperature   default 0.1
+--   schema        false: no constrained decoding; a table: this schema; nil: llama.schema(opts)
+--   vocabulary    list of predicate names: the schema's predicate becomes an enum of them
+--   max_triples   maxItems of the schema's list (default kgx.config.max_triples or 10, at most 50)
+--   model         chat only: the model name (default kgx.config.model)
+--   extra         table of extra body fields (merged last)
+--
+-- The drawer text always comes last, after a line "TEXT:", so the prefix before it is
+-- byte-identical across drawers (prompt cache) and the fake llama-server finds the text.
+-- n_predict / max_tokens is always set: min(configured, 512, 30 % of the per-slot context),
+-- never below 64. cache_prompt is always true.
+
+local M = {}
+
+M.MAX_N_PREDICT = 512
+M.MIN_N_PREDICT = 64
+M.CTX_SHARE = 0.3
+
+local floor, min, max = math.floor, math.min, math.max
+
+local function config(k)
+    return kgx and kgx.config and kgx.config[k]
+end
+
+function M.n_predict(cap, n_ctx)
+    local n = tonumber(cap) or M.MAX_N_PREDICT
+    n = min(n, M.MAX_N_PREDICT)
+    n_ctx = tonumber(n_ctx) or tonumber(config("n_ctx")) or 0
+    if n_ctx > 0 then n = min(n, floor(n_ctx * M.CTX_SHARE)) end
+    return max(floor(n), M.MIN_N_PREDICT)
+end
+
+local function max_items(opts)
+    local n = tonumber(opts.max_triples) or tonumber(config("max_triples")) or 10
+    if n <= 0 then n = 10 end
+    return min(floor(n), 50)
+end
+
+function M.schema(opts)
+    opts = opts or {}
+    local predicate = { type = "string" }
+    if opts.vocabulary and #opts.vocabulary > 0 then
+        local e = {}
+        for i, v in ipairs(opts.vocabulary) do e[i] = v end
+        predicate.enum = e
+    end
+    return {
+        type = "object",
+        properties = {
+            triples = {
+                type = "array",
+                maxItems = max_items(opts),
+                items = {
+                    type = "object",
+                    properties = {
+                        subject = { type = "string" },
+                        predicate = predicate,
+                        object = { type = "string" },
+                        confidence = { type = "integer", minimum = 0, maximum = 100 },
+                    },
+                    required = { "subject", "predicate", "object", "confidence" },
+                },
+            },
+        },
+        required = { "triples" },
+    }
+end
+
+local function check_instructions(s)
+    if type(s) ~= "string" or s == "" then error("llama: opts.instructions must be a non-empty string", 3) end
+    if s:find("^TEXT:\n") or s:find("\nTEXT:\n", 1, true) or s:find("\nTEXT:$") then
+        error("llama: instructions must not contain a line 'TEXT:' (it marks where the drawer text starts)", 3)
+    end
+end
+
+local function chunk_text(t)
+    if type(t) == "table" then t = t.text end
+    if type(t) ~= "string" then error("llama: opts.text must be a string", 3) end
+    return t
+end
+
+function M.prompt(instructions, text)
+    return instructions .. "\nTEXT:\n" .. text
+end
+
+local function schema_of(opts)
+    if opts.schema == false then return nil end
+    if type(opts.schema) == "table" then return opts.schema end
+    return M.schema(opts)
+end
+
+local function merge(body, extra)
+    if type(extra) == "table" then for k, v in pairs(extra) do body[k] = v end end
+    return body
+end
+
+function M.completion(opts)
+    check_instructions(opts.instructions)
+    local text = chunk_text(opts.text)
+    local body = {
+        prompt = M.prompt(opts.instructions, text),
+        n_predict = M.n_predict(opts.n_predict, opts.n_ctx),
+        temperature = tonumber(opts.temperature) or 0.1,
+        cache_prompt = true,
+        json_schema = schema_of(opts),
+    }
+    return { path = "/completion", body = merge(body, opts.extra), timeout_ms = opts.timeout_ms }
+end
+
+function M.chat(opts)
+    check_instructions(opts.instructions)
+    local text = chunk_text(opts.text)
+    local schema = schema_of(opts)
+    local body = {
+        model = opts.model or config("model") or "default",
+        messages = {
+            { role = "system", content = opts.instructions },
+            { role = "user", content = "TEXT:\n" .. text },
+        },
+        max_tokens = M.n_predict(opts.n_predict, opts.n_ctx),
+        temperature = tonumber(opts.temperature) or 0.1,
+        cache_prompt = true,
+    }
+    if schema then
+        body.response_format = { type = "json_schema",
+                                 json_schema = { name = opts.schema_name or "triples", schema = schema } }
+    end
+    return { path = "/v1/chat/completions", body = merge(body, opts.extra), timeout_ms = opts.timeout_ms }
+end
+
+-- Prompt tokens a request spends besides the chunk (for the splitter's budget).
+function M.overhead_tokens(instructions, kind)
+    local t = (kgx and kgx.tokens) and kgx.tokens(instructions) or math.ceil(#instructions / 3)
+    return t + (kind == "chat" and 32 or 8) -- "TEXT:" line, chat template tokens
+end
+
+return M
