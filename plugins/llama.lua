@@ -39,7 +39,8 @@ end
 function M.n_predict(cap, n_ctx)
     local n = tonumber(cap) or M.MAX_N_PREDICT
     n = min(n, M.MAX_N_PREDICT)
-    n_ctx = tonumber(n_ctx) or tonumber(config("n_ctx")) or 0
+    n_ctx = tonumber(n_ctx) or 0
+    if n_ctx <= 0 then n_ctx = tonumber(config("n_ctx")) or 0 end
     if n_ctx > 0 then n = min(n, floor(n_ctx * M.CTX_SHARE)) end
     return max(floor(n), M.MIN_N_PREDICT)
 end

@@ -51,6 +51,7 @@ local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES, vocabulary = VOCAB.name
 
 -- Hooks --------------------------------------------------------------------------------------
 function split(drawer, ctx)
+    ctx = ctx or {}
     return (splitter.split(drawer.document, {
         n_ctx = ctx.n_ctx, shrink = ctx.shrink,
         instruction_tokens = llama.overhead_tokens(PROMPT, "chat"),
@@ -60,6 +61,7 @@ function split(drawer, ctx)
 end
 
 function request(chunk, drawer, ctx)
+    ctx = ctx or {}
     return llama.chat({
         instructions = PROMPT, text = chunk, schema = SCHEMA, schema_name = "code_relations",
         n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE, model = ctx.model,

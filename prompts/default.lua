@@ -34,19 +34,17 @@ No facts: {"triples":[]}]]):format(table.concat(VOCAB.names, ","), MAX_TRIPLES)
 local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES })
 
 -- Hooks --------------------------------------------------------------------------------------
-local function n_predict(ctx)
-    return llama.n_predict(N_PREDICT, ctx and ctx.n_ctx)
-end
-
 function split(drawer, ctx)
+    ctx = ctx or {}
     return (splitter.split(drawer.document, {
         n_ctx = ctx.n_ctx, shrink = ctx.shrink,
         instruction_tokens = llama.overhead_tokens(PROMPT, "completion"),
-        n_predict = n_predict(ctx),
+        n_predict = llama.n_predict(N_PREDICT, ctx.n_ctx),
     }))
 end
 
 function request(chunk, drawer, ctx)
+    ctx = ctx or {}
     return llama.completion({
         instructions = PROMPT, text = chunk, schema = SCHEMA,
         n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE,
