@@ -448,9 +448,9 @@ static void push_sandbox_env(kgx_script_t *s, int load)
         lua_newtable(L);                                    /* stack: env copy */
         lua_getglobal(L, sb_libs[i]);                       /* stack: env copy lib */
         for (lua_pushnil(L); lua_next(L, -2); lua_pop(L, 1)) {
-            lua_pushvalue(L, -2);                           /* stack: env copy lib k v k */
-            lua_insert(L, -2);                              /* stack: env copy lib k k v */
-            lua_rawset(L, -5);
+            lua_pushvalue(L, -2);
+            lua_pushvalue(L, -2);                           /* stack: env copy lib k v k v */
+            lua_rawset(L, -6);
         }
         lua_pop(L, 1);                                      /* stack: env copy */
         if (!strcmp(sb_libs[i], "string")) {
@@ -546,6 +546,14 @@ static int sb_require(lua_State *L)
 
 /* ---------------------------------------------------------------- loading */
 
+static void policy_init(kgx_policy_t *p)
+{
+    memset(p, 0, sizeof *p);
+    p->env = p->kgx = LUA_NOREF;
+    for (int h = 0; h < HOOK_N; h++) p->hook[h] = LUA_NOREF;
+}
+
+/* Releases the refs (L may be NULL when the state is going away) and the strings. */
 static void policy_clear(lua_State *L, kgx_policy_t *p)
 {
     if (L) {
@@ -555,9 +563,7 @@ static void policy_clear(lua_State *L, kgx_policy_t *p)
     }
     free(p->name);
     free(p->version);
-    memset(p, 0, sizeof *p);
-    p->env = p->kgx = LUA_NOREF;
-    for (int h = 0; h < HOOK_N; h++) p->hook[h] = LUA_NOREF;
+    policy_init(p);
 }
 
 /* Builds this load's kgx table (the one place the Lua API is defined). stack: -> kgx */
@@ -623,7 +629,7 @@ static int policy_load(kgx_script_t *s, kgx_policy_t *p, char *err, size_t errle
 {
     lua_State *L = s->L;
     int top = lua_gettop(L);
-    policy_clear(NULL, p);
+    policy_init(p);
 
     lua_newtable(L);                                        /* stack: load */
     int load = lua_gettop(L);
@@ -637,7 +643,12 @@ static int policy_load(kgx_script_t *s, kgx_policy_t *p, char *err, size_t errle
     lua_setfield(L, load, "require");
 
     if (luaL_loadfilex(L, s->path, "t") != 0) {             /* stack: load chunk|err */
-        fold_error(err, errlen, NULL, lua_tostring(L, -1));
+        const char *msg = lua_tostring(L, -1);
+        /* syntax errors start with "path:line:"; mode errors ("wrong mode") name no file */
+        int named = msg && !strncmp(msg, s->path, strlen(s->path));
+        char prefix[300];
+        snprintf(prefix, sizeof prefix, "%s: ", s->path);
+        fold_error(err, errlen, named ? NULL : prefix, msg);
         lua_settop(L, top);
         return -1;
     }
@@ -739,7 +750,7 @@ kgx_script_t *kgx_script_new(const kgx_script_opts_t *opts, char *err, size_t er
     }
     kgx_script_t *s = calloc(1, sizeof *s);
     if (!s) { set_err(err, errlen, "script: out of memory"); return NULL; }
-    policy_clear(NULL, &s->pol);
+    policy_init(&s->pol);
     s->cj_encode = s->cj_decode = LUA_NOREF;
     s->path = dup_str(opts->policy_path);
     s->model = dup_str(opts->model ? opts->model : "");

@@ -1,0 +1,3 @@
+function request() return { path = "/x", body = "" } end
+function parse() return {} end
+while true do end

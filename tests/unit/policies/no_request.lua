@@ -1,0 +1,1 @@
+function parse(body) return {} end

@@ -1,0 +1,2 @@
+-- Test plugin that requires itself.
+return require "loop"

@@ -1,0 +1,3 @@
+-- Test plugin that fails while loading.
+local x = nil
+return x.field

@@ -1,0 +1,3 @@
+split = 3
+function request() return { path = "/x", body = "" } end
+function parse() return {} end

@@ -1,0 +1,7 @@
+function request()
+    return { path = "/x", body = "" }
+end
+
+function parse(body
+    return {}
+end
