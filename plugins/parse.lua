@@ -96,6 +96,7 @@ function M.content(body)
         return v                                    -- no envelope: the model's JSON object itself
     end
     if truncated then warn("llm answer was cut at n_predict; keeping its complete triples") end
+    M.last_truncated = truncated and true or false
     if is_null(content) then return nil, "answer without content" end
     if type(content) ~= "string" then
         if type(content) == "table" then return content end
@@ -285,9 +286,15 @@ function M.triples(content, depth)
 end
 
 function M.parse(body)
+    M.last_truncated = false
     local c, err = M.content(body)
     if c == nil then return nil, err end
-    return M.triples(c)
+    local list, err2 = M.triples(c)
+    if list and M.last_truncated then
+        -- not silent: the drop log shows that facts after the cut were lost
+        list[#list + 1] = { _drop = "answer cut at n_predict: triples after the cut are lost" }
+    end
+    return list, err2
 end
 
 return M

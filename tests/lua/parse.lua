@@ -58,6 +58,11 @@ for _, c in ipairs(shapes) do
     end
 end
 
+-- an answer cut at n_predict keeps its complete triples and records the loss as a drop
+local cut = parse.parse(completion('[{"subject":"Alice","predicate":"works_on","object":"Apollo","confidence":90},{"subj', { stop_type = "limit", truncated = true }))
+t.is(cut and #cut, 2, "cut answer: 1 triple + 1 marker")
+t.like(cut and cut[2]._drop, "cut at n_predict", "cut answer: loss recorded")
+
 -- confidence normalisation
 t.is(parse.confidence(0.4), 0.4, "conf 0..1 kept")
 t.is(parse.confidence(40), 0.4, "conf > 1 is a percentage")

@@ -65,7 +65,7 @@ t.is(#rf.triples, 4, "fenced answer parsed")
 
 -- long code drawer, no overlap: chunks concatenate to the document
 local lines = {}
-for i = 1, 600 do lines[i] = ("module%d calls function%d."):format(i, i + 1) end
+for i = 1, 600 do lines[i] = ("module%d calls function%d.\nA comment line that states no relation at all, just prose about the weather and lunch, number %d."):format(i, i + 1, i) end
 local ldoc = table.concat(lines, "\n")
 local rl = e2e.run(P, { id = "c2", document = ldoc }, { n_ctx = 1024 })
 t.is(#rl.errors, 0, "long code drawer: no errors")
