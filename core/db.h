@@ -36,10 +36,13 @@ kgx_db_t *kgx_db_new(uv_loop_t *loop, const kgx_db_opts_t *opts);
 /* Fails queued/running statements' callbacks? No: drops them silently (shutdown), closes handles. */
 void kgx_db_free(kgx_db_t *db);
 /* Queues one statement ($1… text params, copied; NULL param = SQL NULL). Returns 0, or <0 when the
- * handle is shutting down (cb never called). */
+ * handle is shutting down or the arguments are bad (cb never called). The callback never runs
+ * inside kgx_db_query; callbacks may queue statements or free the handle. */
 int kgx_db_query(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
                  kgx_db_cb cb, void *ud);
-/* LISTEN on channel over the dedicated connection; cb runs per notification. */
+/* LISTEN on channel over the dedicated connection; cb runs per notification. cb(NULL, NULL, ud)
+ * also runs each time the listen connection becomes ready (first connect, every reconnect): work
+ * whose NOTIFY was missed while it was down should be re-checked then. */
 int kgx_db_listen(kgx_db_t *db, const char *channel, kgx_db_notify_cb cb, void *ud);
 int kgx_db_is_up(const kgx_db_t *db);
 size_t kgx_db_pending(const kgx_db_t *db);   /* queued + running statements */

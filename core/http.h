@@ -37,12 +37,15 @@ kgx_http_t *kgx_http_new(uv_loop_t *loop);
 /* Cancels outstanding requests (no callbacks), closes handles. NULL ok. After this the loop
  * needs one more uv_run to finish closing handles. */
 void kgx_http_free(kgx_http_t *h);
-/* Starts a request. method "GET" or "POST"; body copied. timeout_ms total; max_body 0 = 8 MiB.
- * Returns NULL on synchronous failure (cb is then never called). */
+/* Starts a request. method "GET" or "POST"; body copied. timeout_ms total (0 = none; connecting
+ * is capped at 5 s); max_body 0 = 8 MiB. Returns NULL on synchronous failure (cb is then never
+ * called). The callback never runs inside kgx_http_submit; from a callback one may submit, cancel
+ * other requests, or kgx_http_free the handle. */
 kgx_http_req_t *kgx_http_submit(kgx_http_t *h, const char *method, const char *url,
                                 const char *body, size_t body_len, long timeout_ms,
                                 size_t max_body, kgx_http_cb cb, void *ud);
-/* Cancels a pending request: its callback will not run. NULL ok. */
+/* Cancels a pending request: its callback will not run. NULL ok; a no-op on the request whose
+ * callback is running (it is freed when the callback returns). */
 void kgx_http_cancel(kgx_http_req_t *req);
 size_t kgx_http_active(const kgx_http_t *h);
 

@@ -172,6 +172,16 @@ static void t_errors(kgx_db_t *db)
     is_str(r.err, "", "no err on success");
 
     ok(kgx_db_query(db, NULL, 0, NULL, rec_cb, &r) < 0, "NULL sql rejected synchronously");
+
+    /* a 4 MB parameter does not fit the socket buffer: exercises the PQflush/writable path */
+    size_t n = 4u << 20;
+    char *big = malloc(n + 1);
+    for (size_t i = 0; i < n; i++) big[i] = i % 2 ? 'b' : 'a';
+    big[n] = '\0';
+    r = query(db, "SELECT length($1)::text, ($1 = repeat('ab', 2097152))::text", 1, (const char *const[]){ big });
+    free(big);
+    is_str(r.v0, "4194304", "4 MB parameter arrives whole");
+    is_str(r.v1, "true", "4 MB parameter arrives intact");
 }
 
 static void t_parallel(kgx_db_t *db)
