@@ -69,6 +69,21 @@ struct kgx_script {
 
 /* ---------------------------------------------------------------- small helpers */
 
+static size_t utf8_seq(const unsigned char *p, size_t n);
+
+/* Error strings may quote policy or model text and end up in the database: keep them valid UTF-8
+ * (also after truncation) by turning stray bytes into '?'. */
+static void err_sanitize(char *err)
+{
+    unsigned char *p = (unsigned char *)err;
+    size_t n = strlen(err);
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq(p + i, n - i);
+        if (l) i += l;
+        else p[i++] = '?';
+    }
+}
+
 static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -77,6 +92,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    err_sanitize(err);
 }
 
 static char *dup_lstr(const char *p, size_t n)
@@ -182,6 +198,7 @@ static void fold_error(char *err, size_t errlen, const char *prefix, const char 
         first = 0;
     }
 #undef PUT
+    err_sanitize(err);
 }
 
 /* ---------------------------------------------------------------- watchdog */
@@ -271,8 +288,10 @@ static int call_guarded(kgx_script_t *s, int nargs, int nres, const char *prefix
     int rc = lua_pcall(L, nargs, nres, base);
     s->armed = 0;
     if (rc != 0) {
-        const char *msg = s->tripped ? s->trip_msg : lua_tostring(L, -1);
-        if (rc == LUA_ERRMEM && !s->tripped) msg = "not enough memory";
+        const char *msg = lua_tostring(L, -1);
+        /* a tripped watchdog wins over whatever policy error handlers made of it */
+        if (s->tripped && (!msg || !strstr(msg, "watchdog: "))) msg = s->trip_msg;
+        if (!msg) msg = rc == LUA_ERRMEM ? "not enough memory" : "(no error message)";
         fold_error(err, errlen, prefix, msg);
         lua_settop(L, base - 1);
         if (s->trip_memory || rc == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0);
@@ -434,7 +453,8 @@ static const char *const sb_globals[] = {
 };
 static const char *const sb_libs[] = { "string", "table", "math", "bit", NULL };
 
-/* Pushes a fresh sandbox environment. `load` is the index of this load's shared table
+/* Pushes a fresh sandbox environment (library tables are copies of the host's, which state_init
+ * already stripped of string.dump). `load` is the index of this load's shared table
  * {kgx=, require=}. */
 static void push_sandbox_env(kgx_script_t *s, int load)
 {
@@ -453,14 +473,6 @@ static void push_sandbox_env(kgx_script_t *s, int load)
             lua_rawset(L, -6);
         }
         lua_pop(L, 1);                                      /* stack: env copy */
-        if (!strcmp(sb_libs[i], "string")) {
-            lua_pushnil(L);
-            lua_setfield(L, -2, "dump");
-            lua_pushlightuserdata(L, s);
-            lua_getfield(L, -2, "rep");
-            lua_pushcclosure(L, sb_string_rep, 2);
-            lua_setfield(L, -2, "rep");
-        }
         lua_setfield(L, -2, sb_libs[i]);
     }
     lua_pushlightuserdata(L, s);
@@ -708,9 +720,14 @@ static int state_init(kgx_script_t *s, char *err, size_t errlen)
     lua_pushlightuserdata(L, s);
     lua_rawset(L, LUA_REGISTRYINDEX);
 
-    lua_getglobal(L, "string");
+    /* The real string table is what string methods ("x"):rep(...) reach: no dump, capped rep. */
+    lua_getglobal(L, "string");                             /* stack: string */
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
+    lua_pushlightuserdata(L, s);
+    lua_getfield(L, -2, "rep");
+    lua_pushcclosure(L, sb_string_rep, 2);
+    lua_setfield(L, -2, "rep");
     lua_pop(L, 1);
     lua_pushstring(L, "");
     if (lua_getmetatable(L, -1)) {                          /* stack: "" mt */

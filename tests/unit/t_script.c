@@ -349,6 +349,8 @@ static void test_hooks_fail(void)
            && res.n_triples == 1, "next answer works");
         kgx_result_clear(&res);
     }
+    ok(answer(s, job, 0, "bad_reason", &res) == -1, "parse nil, reason");
+    is_str(err, "parse: bad ? byte | second line", "reason folded to one valid UTF-8 line");
     ok(answer(s, job, 0, "chunk", &res) == 0 && res.n_triples == 1 && !strcmp(res.triples[0].subject, "fine"),
        "parse gets the chunk");
     kgx_result_clear(&res);
@@ -449,6 +451,8 @@ static void test_sandbox(void)
         { "plugin_raises", PLUGINS "/raises.lua:3: attempt to index local 'x'" },
         { "plugin_loop", "require: loop while loading module 'loop'" },
         { "string_mt", "attempt to index a boolean value" },
+        { "recurse", "stack overflow" },
+        { "method_rep", "exceeds the memory limit" },
     };
     size_t n;
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
@@ -462,6 +466,10 @@ static void test_sandbox(void)
     is_str(b, "plain _G assert bit error getmetatable ipairs kgx math next pairs pcall print rawequal rawget "
               "rawset require select setmetatable string table tonumber tostring type unpack xpcall",
            "exactly the whitelisted globals");
+    kgx_script_job_free(s, j);
+    j = split_doc(s, "pcall_ok", &n);
+    b = j > 0 ? request_body(s, j, 0) : NULL;
+    is_str(b, "plain false caught", "sandbox pcall catches ordinary errors");
     kgx_script_job_free(s, j);
     j = split_doc(s, "G", &n);
     b = j > 0 ? request_body(s, j, 0) : NULL;

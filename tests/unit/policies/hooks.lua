@@ -85,3 +85,14 @@ function accept(t, drawer)
     if t.subject == "loop" then spin() end
     return t
 end
+
+-- (appended: keeps the line numbers above stable)
+probes.recurse = function() local function f() return 1 + f() end return f() end
+probes.method_rep = function() return ("x"):rep(1e9) end
+probes.pcall_ok = function() local ok, e = pcall(error, "caught") return tostring(ok) .. " " .. e end
+
+local parse0 = parse
+function parse(body, chunk, drawer)
+    if body == "bad_reason" then return nil, "bad \255 byte\nsecond line" end
+    return parse0(body, chunk, drawer)
+end
