@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define MAX_HEAD     8192        /* request line + headers */
 #define MAX_CLIENTS  64
@@ -637,7 +639,7 @@ static void connection_cb(uv_stream_t *server, int status)
         conn_close(c);
 }
 
-kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *listen, const char *api_key,
+kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *addr, const char *api_key,
                            kgx_httpd_handler handler, void *ud, char *err, size_t errlen)
 {
     char host[256];
@@ -653,9 +655,9 @@ kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *listen, const char *api_
         snprintf(err, errlen, "httpd: no loop or handler");
         return NULL;
     }
-    if (kgx_httpd_parse_listen(listen, host, sizeof host, &port) < 0) {
+    if (kgx_httpd_parse_listen(addr, host, sizeof host, &port) < 0) {
         snprintf(err, errlen, "bad listen address '%s' (want HOST:PORT, [IPv6]:PORT or :PORT)",
-                 listen ? listen : "");
+                 addr ? addr : "");
         return NULL;
     }
     if (strcmp(host, "localhost") == 0)
@@ -663,7 +665,7 @@ kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *listen, const char *api_
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
         snprintf(err, errlen, "bad listen address '%s': host must be a numeric IPv4/IPv6 address or localhost",
-                 listen);
+                 addr);
         return NULL;
     }
 
@@ -685,22 +687,34 @@ kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *listen, const char *api_
         }
         h->api_key_len = strlen(api_key);
     }
-    int rc = uv_tcp_init(loop, &h->server);
+    /* Bind and listen on a plain socket first, so that every likely failure (address in use,
+     * permission) happens before a libuv handle exists and h can be freed right here. */
+    struct sockaddr *sa = (struct sockaddr *)&ss;
+    socklen_t salen = sa->sa_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+    int one = 1, rc = 0;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(fd, sa, salen) < 0 || listen(fd, 128) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_tcp_init(loop, &h->server);
     if (rc != 0) {
-        snprintf(err, errlen, "httpd %s: %s", listen, uv_strerror(rc));
+        snprintf(err, errlen, "httpd %s: %s", addr, uv_strerror(rc));
+        if (fd >= 0)
+            close(fd);
         free(h->api_key);
         free(h);
         return NULL;
     }
     h->server.data = h;
     h->server_open = 1;
-    rc = uv_tcp_bind(&h->server, (const struct sockaddr *)&ss, 0);
+    rc = uv_tcp_open(&h->server, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&h->server, 128, connection_cb);
-    if (rc != 0) {
-        snprintf(err, errlen, "httpd %s: %s", listen, uv_strerror(rc));
+    if (rc != 0) {                      /* unlikely past a successful addr() */
+        snprintf(err, errlen, "httpd %s: %s", addr, uv_strerror(rc));
         h->closing = 1;
-        uv_close((uv_handle_t *)&h->server, server_close_cb);   /* frees h on the next loop turn */
+        uv_close((uv_handle_t *)&h->server, server_close_cb);   /* closes fd, frees h on the next loop turn */
         return NULL;
     }
     return h;
