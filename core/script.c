@@ -201,6 +201,15 @@ static void fold_error(char *err, size_t errlen, const char *prefix, const char 
     err_sanitize(err);
 }
 
+/* Pushes t[key] for the table at idx without metamethods: tables made by policy code may carry an
+ * __index that would otherwise run outside the watchdog. */
+static void rawfield(lua_State *L, int idx, const char *key)
+{
+    if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+    lua_pushstring(L, key);
+    lua_rawget(L, idx);
+}
+
 /* ---------------------------------------------------------------- watchdog */
 
 static kgx_script_t *script_of(lua_State *L)
@@ -484,9 +493,9 @@ static void push_sandbox_env(kgx_script_t *s, int load)
     lua_pushlightuserdata(L, s);
     lua_pushcclosure(L, sb_print, 1);
     lua_setfield(L, -2, "print");
-    lua_getfield(L, load, "kgx");
+    rawfield(L, load, "kgx");
     lua_setfield(L, -2, "kgx");
-    lua_getfield(L, load, "require");
+    rawfield(L, load, "require");
     lua_setfield(L, -2, "require");
     lua_pushvalue(L, -1);
     lua_setfield(L, -2, "_G");                              /* stack: env */
@@ -514,7 +523,7 @@ static int sb_require(lua_State *L)
         return luaL_error(L, "require: invalid module name '%s' (plugins are required by name, "
                              "e.g. \"vocab\" or \"dir.mod\")", name);
     lua_settop(L, 1);
-    lua_getfield(L, lua_upvalueindex(2), "cache");          /* stack: name cache */
+    rawfield(L, lua_upvalueindex(2), "cache");          /* stack: name cache */
     lua_pushvalue(L, 1);
     lua_rawget(L, 2);                                       /* stack: name cache cached */
     if (lua_touserdata(L, 3) == &loading_key)
@@ -619,7 +628,7 @@ static void push_kgx_api(kgx_script_t *s)
 static int env_string(lua_State *L, int env, const char *key, const char *def, char **out,
                       const char *path, char *err, size_t errlen)
 {
-    lua_getfield(L, env, key);  /* plain env table: no metamethods unless the policy set some */
+    rawfield(L, env, key);
     int t = lua_type(L, -1);
     if (t == LUA_TNIL) *out = dup_str(def);
     else if (t == LUA_TSTRING || t == LUA_TNUMBER) {
@@ -695,7 +704,7 @@ static int policy_load(kgx_script_t *s, kgx_policy_t *p, char *err, size_t errle
     if (env_string(L, env, "name", s->base_name, &p->name, s->path, err, errlen) != 0) goto fail;
     if (env_string(L, env, "version", "0", &p->version, s->path, err, errlen) != 0) goto fail;
 
-    lua_getfield(L, load, "kgx");
+    rawfield(L, load, "kgx");
     p->kgx = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pushvalue(L, env);
     p->env = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -725,7 +734,7 @@ static int state_init(kgx_script_t *s, char *err, size_t errlen)
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_pushlightuserdata(L, s);
-    lua_getfield(L, -2, "rep");
+    rawfield(L, -2, "rep");
     lua_pushcclosure(L, sb_string_rep, 2);
     lua_setfield(L, -2, "rep");
     lua_pop(L, 1);
@@ -852,10 +861,11 @@ void kgx_script_set_n_ctx(kgx_script_t *s, int n_ctx)
     lua_State *L = s->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.kgx);          /* stack: kgx */
     if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "config");                      /* stack: kgx config */
+        rawfield(L, -1, "config");                      /* stack: kgx config */
         if (lua_istable(L, -1)) {
+            lua_pushstring(L, "n_ctx");
             lua_pushinteger(L, s->n_ctx);
-            lua_setfield(L, -2, "n_ctx");
+            lua_rawset(L, -3);
         }
         lua_pop(L, 1);
     }
@@ -968,7 +978,7 @@ int kgx_script_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ct
     size_t n = 0;
     if (s->pol.hook[HOOK_SPLIT] == LUA_NOREF) {
         lua_createtable(L, 1, 0);
-        lua_getfield(L, drawer, "document");
+        rawfield(L, drawer, "document");
         lua_rawseti(L, -2, 1);                              /* stack: drawer chunks */
         n = 1;
     } else {
@@ -1033,7 +1043,7 @@ void kgx_script_job_free(kgx_script_t *s, int job)
 /* Pushes chunk i of the job at index j (nil when absent); returns 1 if it exists. */
 static int push_chunk(lua_State *L, int j, size_t i, size_t *n)
 {
-    lua_getfield(L, j, "chunks");
+    rawfield(L, j, "chunks");
     if (!lua_istable(L, -1)) { lua_pop(L, 1); lua_pushnil(L); *n = 0; return 0; }
     *n = lua_objlen(L, -1);
     if (i >= *n || i >= (size_t)INT32_MAX) { lua_pop(L, 1); lua_pushnil(L); return 0; }
@@ -1049,7 +1059,7 @@ int kgx_script_chunk_tokens(kgx_script_t *s, int job, size_t i)
     size_t n;
     if (push_job(s, job) != 0) return -1;
     if (push_chunk(L, top + 1, i, &n)) {
-        if (lua_istable(L, -1)) lua_getfield(L, -1, "text");
+        if (lua_istable(L, -1)) rawfield(L, -1, "text");
         size_t len;
         if (lua_type(L, -1) == LUA_TSTRING) {
             lua_tolstring(L, -1, &len);
@@ -1082,7 +1092,7 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
         set_err(err, errlen, "request: no chunk %zu (the job has %zu)", i, n);
         goto fail;
     }
-    lua_getfield(L, j, "drawer");
+    rawfield(L, j, "drawer");
     push_ctx(s, ctx);                                       /* stack: job request chunk drawer ctx */
     if (call_hook(s, HOOK_REQUEST, 3, 1, err, errlen) != 0) goto fail;
     int res = lua_gettop(L);                                /* stack: job result */
@@ -1090,7 +1100,7 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
         set_err(err, errlen, "request: returned %s, expected { path=, body= }", luaL_typename(L, res));
         goto fail;
     }
-    lua_getfield(L, res, "path");
+    rawfield(L, res, "path");
     const char *path = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
     if (!path || path[0] != '/') {
         set_err(err, errlen, "request: 'path' must be a string starting with '/'");
@@ -1105,7 +1115,7 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
     if (!(out->path = dup_lstr(path, len))) goto oom;
     lua_pop(L, 1);
 
-    lua_getfield(L, res, "body");                           /* stack: job result body */
+    rawfield(L, res, "body");                           /* stack: job result body */
     if (lua_istable(L, -1)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, s->cj_encode);
         lua_insert(L, -2);
@@ -1129,7 +1139,7 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
     out->body_len = len;
     lua_pop(L, 1);
 
-    lua_getfield(L, res, "timeout_ms");
+    rawfield(L, res, "timeout_ms");
     if (!lua_isnil(L, -1)) {
         lua_Number t = lua_type(L, -1) == LUA_TNUMBER ? lua_tonumber(L, -1) : -1;
         if (t < 0 || t != floor(t) || t > INT32_MAX) {
@@ -1168,8 +1178,8 @@ void kgx_result_clear(kgx_result_t *r)
 static char *raw_field(lua_State *L, int idx, const char *k1, const char *k2)
 {
     char *v = NULL;
-    lua_getfield(L, idx, k1);
-    if (k2 && lua_isnil(L, -1)) { lua_pop(L, 1); lua_getfield(L, idx, k2); }
+    rawfield(L, idx, k1);
+    if (k2 && lua_isnil(L, -1)) { lua_pop(L, 1); rawfield(L, idx, k2); }
     if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
         size_t n;
         const char *p = lua_tolstring(L, -1, &n);
@@ -1203,8 +1213,8 @@ static const char *take_triple(lua_State *L, int idx, kgx_triple_t *t, char *why
     char **dst[3] = { &t->subject, &t->predicate, &t->object };
     memset(t, 0, sizeof *t);
     for (int k = 0; k < 3; k++) {
-        lua_getfield(L, idx, keys[k]);
-        if (k == 1 && lua_isnil(L, -1)) { lua_pop(L, 1); lua_getfield(L, idx, "relation_type"); }
+        rawfield(L, idx, keys[k]);
+        if (k == 1 && lua_isnil(L, -1)) { lua_pop(L, 1); rawfield(L, idx, "relation_type"); }
         size_t n;
         const char *v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
         if (!v) snprintf(why, whylen, "%s missing or not a string", keys[k]);
@@ -1215,7 +1225,7 @@ static const char *take_triple(lua_State *L, int idx, kgx_triple_t *t, char *why
         lua_pop(L, 1);
         if (!*dst[k]) return why;
     }
-    lua_getfield(L, idx, "confidence");
+    rawfield(L, idx, "confidence");
     int ct = lua_type(L, -1);
     double c = DEFAULT_CONFIDENCE;
     if (ct == LUA_TNUMBER) c = lua_tonumber(L, -1);
@@ -1226,8 +1236,8 @@ static const char *take_triple(lua_State *L, int idx, kgx_triple_t *t, char *why
     }
     if (isnan(c)) c = 0;
     t->confidence = c < 0 ? 0 : c > 1 ? 1 : c;
-    lua_getfield(L, idx, "raw_predicate");
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); lua_getfield(L, idx, "raw_relation_type"); }
+    rawfield(L, idx, "raw_predicate");
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); rawfield(L, idx, "raw_relation_type"); }
     if (lua_type(L, -1) == LUA_TSTRING) {
         size_t n;
         const char *v = lua_tolstring(L, -1, &n);
@@ -1251,7 +1261,7 @@ int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size
     memset(out, 0, sizeof *out);
     if (push_job(s, job) != 0) { set_err(err, errlen, "parse: unknown job %d", job); return -1; }
     int j = top + 1;
-    lua_getfield(L, j, "drawer");                           /* stack: job drawer */
+    rawfield(L, j, "drawer");                           /* stack: job drawer */
     int drawer = j + 1;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[HOOK_PARSE]);
     lua_pushlstring(L, body ? body : "", body ? len : 0);
