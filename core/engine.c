@@ -1,0 +1,1176 @@
+/* engine — see engine.h. */
+#include "engine.h"
+#include "buf.h"
+#include "db.h"
+#include "endpoint.h"
+#include "graph.h"
+#include "http.h"
+#include "httpd.h"
+#include "jsonl.h"
+#include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "progress.h"
+#include "script.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_ANSWER_BYTES (8u << 20)     /* hostile answers keep memory bounded */
+#define MAX_SHRINK 6
+#define MAX_WRITE_RETRIES 30
+#define STOP_DEADLINE_MS 8000
+
+typedef enum { JOB_ACTIVE, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING } job_state_t;
+typedef enum { CH_PENDING, CH_INFLIGHT, CH_SUSPECT, CH_DONE } chunk_state_t;
+
+typedef struct job job_t;
+
+typedef struct {
+    int state;
+    size_t idx;
+    job_t *job;
+    kgx_http_req_t *req;
+    kgx_endpoint_t *ep;
+    uint64_t t0;
+    char *suspect;              /* the failure waiting for /health's verdict */
+} chunk_t;
+
+struct job {
+    job_t *prev, *next;
+    kgx_engine_t *e;
+    kgx_claim_row_t row;
+    int state;
+    int split_done;
+    int script_job;
+    chunk_t *chunks;
+    size_t nchunks, ndone;
+    int shrink, attempts, write_retries;
+    uint64_t not_before;        /* ms, loop time */
+    kgx_buf_t triples, answers, report;
+    long long kept, dropped;
+    int n_triples;
+};
+
+struct kgx_engine {
+    kgx_config_t *cfg;
+    uv_loop_t loop;
+    kgx_http_t *http;
+    kgx_db_t *db;
+    kgx_script_t *script;
+    kgx_endpoints_t eps;
+    kgx_httpd_t *httpd;
+    char worker[256];
+    job_t jobs;                 /* list sentinel, FIFO */
+    int njobs, in_flight;
+    int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
+    double retry_base_ms;
+    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog;
+    uv_signal_t sig_term, sig_int, sig_hup;
+    kgx_queue_counts_t counts;
+    int have_counts, counts_busy;
+    long long prev_completed;
+    uint64_t prev_t, start_t;
+    int tty;
+    /* --dry-run */
+    FILE *dry_in;
+    int dry_eof, dry_failed;
+    long dry_seq;
+    /* cumulative, this process */
+    unsigned long long done_here, parked_here, retries_here;
+};
+
+static void pump(kgx_engine_t *e);
+static void job_charge(job_t *j, int kind, const char *msg);
+static void job_write(job_t *j);
+static void finish(kgx_engine_t *e, int code);
+
+static uint64_t now_ms(kgx_engine_t *e) { return uv_now(&e->loop); }
+
+/* ------------------------------------------------------------------ jobs */
+
+static void chunk_cancel(job_t *j, chunk_t *c)
+{
+    if (c->state == CH_INFLIGHT && c->req) {
+        kgx_http_cancel(c->req);
+        c->req = NULL;
+        if (c->ep) c->ep->in_flight--;
+        j->e->in_flight--;
+    }
+    free(c->suspect);
+    c->suspect = NULL;
+    c->state = CH_PENDING;
+}
+
+static void job_reset_chunks(job_t *j)
+{
+    for (size_t i = 0; i < j->nchunks; i++) chunk_cancel(j, &j->chunks[i]);
+    free(j->chunks);
+    j->chunks = NULL;
+    j->nchunks = j->ndone = 0;
+    j->split_done = 0;
+    kgx_script_job_free(j->e->script, j->script_job);
+    j->script_job = 0;
+    kgx_buf_reset(&j->triples);
+    kgx_buf_reset(&j->answers);
+    kgx_buf_reset(&j->report);
+    j->kept = j->dropped = 0;
+    j->n_triples = 0;
+}
+
+static void job_free(job_t *j)
+{
+    kgx_engine_t *e = j->e;
+    job_reset_chunks(j);
+    j->prev->next = j->next;
+    j->next->prev = j->prev;
+    e->njobs--;
+    kgx_buf_free(&j->triples);
+    kgx_buf_free(&j->answers);
+    kgx_buf_free(&j->report);
+    free(j->row.drawer_id);
+    free(j->row.wing);
+    free(j->row.room);
+    free(j->row.document);
+    free(j->row.metadata);
+    free(j);
+}
+
+static job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
+{
+    /* rows are freed as an array by kgx_claim_rows_free: copy the struct, then steal */
+    job_t *j = calloc(1, sizeof *j);
+    j->e = e;
+    j->row = *row;
+    memset(row, 0, sizeof *row);
+    j->attempts = j->row.attempts;
+    j->state = JOB_ACTIVE;
+    j->prev = e->jobs.prev;
+    j->next = &e->jobs;
+    e->jobs.prev->next = j;
+    e->jobs.prev = j;
+    e->njobs++;
+    return j;
+}
+
+#define job_log(j, lvl, fmt, ...) \
+    kgx_log(lvl, "drawer=%s attempt=%d " fmt, (j)->row.drawer_id, (j)->attempts + 1, __VA_ARGS__)
+
+static int is_blank(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isspace((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+static void job_split(job_t *j)
+{
+    kgx_engine_t *e = j->e;
+    j->split_done = 1;
+    if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
+        j->nchunks = 0;
+        job_write(j);
+        return;
+    }
+    kgx_drawer_t d = { j->row.drawer_id, j->row.wing, j->row.room, j->row.document,
+                       j->row.document_len, j->row.metadata };
+    kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
+    char err[1024];
+    size_t n = 0;
+    int ref = kgx_script_split(e->script, &d, &ctx, &n, err, sizeof err);
+    if (ref < 0) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "policy: %s", err);
+        job_charge(j, KGX_M_ERR_POLICY, msg);
+        return;
+    }
+    j->script_job = ref;
+    j->nchunks = n;
+    j->ndone = 0;
+    j->chunks = calloc(n ? n : 1, sizeof *j->chunks);
+    for (size_t i = 0; i < n; i++) {
+        j->chunks[i].idx = i;
+        j->chunks[i].job = j;
+    }
+    if (n == 0) job_write(j);
+}
+
+/* ------------------------------------------------------------------ failures */
+
+static double backoff_ms(kgx_engine_t *e, int attempts)
+{
+    double d = e->retry_base_ms;
+    for (int i = 1; i < attempts && d < 60000; i++) d *= 2;
+    if (d > 60000) d = 60000;
+    return d * (0.5 + (double)rand() / RAND_MAX);   /* jitter: 0.5x .. 1.5x */
+}
+
+static void fail_cb(int attempts, int parked, int stale, const char *err, void *ud)
+{
+    job_t *j = ud;
+    kgx_engine_t *e = j->e;
+    if (err) {
+        /* the database is away: keep the claim, try again shortly */
+        log_warn("drawer=%s recording a failure failed: %s", j->row.drawer_id, err);
+        j->state = JOB_ACTIVE;
+        j->not_before = now_ms(e) + 1000;
+    } else if (stale) {
+        log_warn("drawer=%s claim lost (lease expired or re-queued); dropping this copy", j->row.drawer_id);
+        kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
+        job_free(j);
+    } else if (parked) {
+        log_err("drawer=%s parked after %d attempts", j->row.drawer_id, attempts);
+        kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+        e->parked_here++;
+        job_free(j);
+    } else {
+        j->attempts = attempts;
+        j->state = JOB_ACTIVE;
+        j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, attempts);
+        kgx_metrics.retries++;
+        e->retries_here++;
+    }
+    pump(e);
+}
+
+/* A charged failure of this attempt: one charge per round, however many chunks fail with it. */
+static void job_charge(job_t *j, int kind, const char *msg)
+{
+    kgx_engine_t *e = j->e;
+    kgx_metrics.errors[kind]++;
+    if (j->state == JOB_FAILING || j->not_before > now_ms(e)) return;
+    job_log(j, KGX_LOG_WARN, "error=%s %s", kgx_metric_error_name(kind), msg);
+    if (!e->db) {                 /* --dry-run: count attempts locally */
+        j->attempts++;
+        if (j->attempts >= e->cfg->max_attempts) {
+            kgx_buf_printf(&j->report, "  FAILED after %d attempts: %s\n", j->attempts, msg);
+            if (e->cfg->json) {
+                kgx_buf_t b = { 0 };
+                kgx_buf_adds(&b, "{\"id\":");
+                kgx_buf_json_str(&b, j->row.drawer_id);
+                kgx_buf_adds(&b, ",\"error\":");
+                kgx_buf_json_str(&b, msg);
+                kgx_buf_adds(&b, "}\n");
+                fwrite(b.p, 1, b.len, stdout);
+                kgx_buf_free(&b);
+            } else {
+                printf("drawer %s: FAILED after %d attempts: %s\n", j->row.drawer_id, j->attempts, msg);
+            }
+            fflush(stdout);
+            e->dry_failed++;
+            job_free(j);
+        } else {
+            j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, j->attempts);
+        }
+        return;
+    }
+    j->state = JOB_FAILING;
+    if (kgx_queue_fail(e->db, j->row.drawer_id, j->row.token, msg, e->cfg->max_attempts, fail_cb, j)) {
+        j->state = JOB_ACTIVE;
+        j->not_before = now_ms(e) + 1000;
+    }
+}
+
+/* ------------------------------------------------------------------ answers */
+
+static void add_answer(job_t *j, size_t idx, const char *body, size_t len, double ms)
+{
+    kgx_engine_t *e = j->e;
+    if (!e->cfg->keep_answers || !e->db) return;
+    kgx_buf_adds(&j->answers, j->answers.len ? "," : "[");
+    kgx_buf_printf(&j->answers, "{\"chunk\":%zu,\"body\":", idx);
+    kgx_buf_json_strn(&j->answers, body, len);
+    kgx_buf_adds(&j->answers, ",\"model\":");
+    kgx_buf_json_str(&j->answers, e->cfg->model);
+    kgx_buf_adds(&j->answers, ",\"policy\":");
+    kgx_buf_json_str(&j->answers, kgx_script_name(e->script));
+    kgx_buf_adds(&j->answers, ",\"policy_version\":");
+    kgx_buf_json_str(&j->answers, kgx_script_version(e->script));
+    kgx_buf_printf(&j->answers, ",\"latency_ms\":%.1f}", ms);
+}
+
+static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
+{
+    kgx_engine_t *e = j->e;
+    for (size_t i = 0; i < r->n_triples; i++) {
+        const kgx_triple_t *t = &r->triples[i];
+        kgx_buf_adds(&j->triples, j->triples.len ? "," : "[");
+        kgx_buf_adds(&j->triples, "{\"s\":");
+        kgx_buf_json_str(&j->triples, t->subject);
+        kgx_buf_adds(&j->triples, ",\"p\":");
+        kgx_buf_json_str(&j->triples, t->predicate);
+        kgx_buf_adds(&j->triples, ",\"o\":");
+        kgx_buf_json_str(&j->triples, t->object);
+        kgx_buf_printf(&j->triples, ",\"c\":%.4f,\"raw\":", t->confidence);
+        kgx_buf_json_str(&j->triples, t->raw_predicate);
+        kgx_buf_printf(&j->triples, ",\"chunk\":%zu}", idx);
+        j->n_triples++;
+        j->kept++;
+        if (!e->db) {
+            if (e->cfg->json) continue;
+            kgx_buf_printf(&j->report, "  keep  %s | %s | %s  (%.2f%s%s)\n", t->subject, t->predicate,
+                           t->object, t->confidence, t->raw_predicate ? ", raw " : "",
+                           t->raw_predicate ? t->raw_predicate : "");
+        }
+    }
+    for (size_t i = 0; i < r->n_drops; i++) {
+        const kgx_drop_t *d = &r->drops[i];
+        j->dropped++;
+        kgx_metrics.triples_dropped++;
+        if (e->db) continue;
+        if (e->cfg->json) {
+            kgx_buf_adds(&j->report, j->report.len ? "," : "");
+            kgx_buf_adds(&j->report, "{\"subject\":");
+            kgx_buf_json_str(&j->report, d->subject);
+            kgx_buf_adds(&j->report, ",\"predicate\":");
+            kgx_buf_json_str(&j->report, d->predicate);
+            kgx_buf_adds(&j->report, ",\"object\":");
+            kgx_buf_json_str(&j->report, d->object);
+            kgx_buf_adds(&j->report, ",\"reason\":");
+            kgx_buf_json_str(&j->report, d->reason);
+            kgx_buf_adds(&j->report, "}");
+        } else {
+            kgx_buf_printf(&j->report, "  drop  %s | %s | %s  -- %s\n", d->subject ? d->subject : "?",
+                           d->predicate ? d->predicate : "?", d->object ? d->object : "?", d->reason);
+        }
+    }
+}
+
+static int is_context_error(const kgx_http_resp_t *r)
+{
+    if (r->status != 400 && r->status != 500) return 0;
+    if (!r->body) return 0;
+    return strstr(r->body, "exceed_context_size") || strstr(r->body, "context size")
+        || strstr(r->body, "Context size") || strstr(r->body, "context length");
+}
+
+static void job_resplit(job_t *j, int learned)
+{
+    kgx_engine_t *e = j->e;
+    job_reset_chunks(j);
+    j->shrink++;
+    kgx_metrics.errors[KGX_M_ERR_CONTEXT]++;
+    if (learned > 0) kgx_script_set_n_ctx(e->script, kgx_endpoints_n_ctx(&e->eps));
+    job_log(j, KGX_LOG_INFO, "context exceeded (n_ctx=%d): splitting smaller, shrink=%d", learned, j->shrink);
+    if (j->shrink > MAX_SHRINK) {
+        j->shrink = 0;
+        job_charge(j, KGX_M_ERR_CONTEXT, "context exceeded even after splitting smaller");
+    }
+}
+
+/* Resolves a suspect chunk once /health has spoken: endpoint down → not charged. */
+static void resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep)
+{
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
+        for (size_t i = 0; i < j->nchunks; i++) {
+            chunk_t *c = &j->chunks[i];
+            if (c->state != CH_SUSPECT || c->ep != ep) continue;
+            char *msg = c->suspect;
+            c->suspect = NULL;
+            c->state = CH_PENDING;
+            if (ep->state == KGX_EP_UP) job_charge(j, KGX_M_ERR_RESET, msg ? msg : "request failed");
+            free(msg);
+        }
+    }
+}
+
+static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
+{
+    chunk_t *c = ud;
+    job_t *j = c->job;
+    kgx_engine_t *e = j->e;
+    kgx_endpoint_t *ep = c->ep;
+    c->req = NULL;
+    ep->in_flight--;
+    e->in_flight--;
+    kgx_metrics.in_flight = e->in_flight;
+    kgx_metrics_observe_latency(r->total_ms / 1000.0);
+    char msg[600];
+
+    if (r->err == KGX_HTTP_ECONNECT || (r->err == KGX_HTTP_OK && r->status == 503)) {
+        /* endpoint down or still loading: not the drawer's fault */
+        kgx_metrics.errors[r->err == KGX_HTTP_ECONNECT ? KGX_M_ERR_CONNECT : KGX_M_ERR_HTTP_5XX]++;
+        snprintf(msg, sizeof msg, "%s", r->err == KGX_HTTP_ECONNECT ? r->errmsg : "503 loading");
+        c->state = CH_PENDING;
+        kgx_endpoint_down(ep, msg);
+        pump(e);
+        return;
+    }
+    if (r->err == KGX_HTTP_ERESET || r->err == KGX_HTTP_ETIMEOUT) {
+        snprintf(msg, sizeof msg, "llm %s from %s: %s", r->err == KGX_HTTP_ETIMEOUT ? "timeout" : "reset",
+                 ep->base, r->errmsg);
+        if (r->err == KGX_HTTP_ETIMEOUT) {
+            c->state = CH_PENDING;
+            job_charge(j, KGX_M_ERR_TIMEOUT, msg);
+            kgx_endpoint_check(ep);
+        } else {
+            c->state = CH_SUSPECT;
+            c->suspect = strdup(msg);
+            kgx_endpoint_check(ep);
+            if (!ep->probe) resolve_suspects(e, ep);
+        }
+        pump(e);
+        return;
+    }
+    if (r->err != KGX_HTTP_OK) {
+        snprintf(msg, sizeof msg, "llm request to %s failed: %s", ep->base, r->errmsg);
+        c->state = CH_PENDING;
+        job_charge(j, r->err == KGX_HTTP_ETOOBIG ? KGX_M_ERR_TOO_BIG : KGX_M_ERR_RESET, msg);
+        pump(e);
+        return;
+    }
+    if (is_context_error(r)) {
+        int n = kgx_error_n_ctx(r->body);
+        if (n > 0) kgx_endpoint_learn_n_ctx(ep, n);
+        job_resplit(j, n);
+        pump(e);
+        return;
+    }
+    if (r->status != 200) {
+        snprintf(msg, sizeof msg, "llm http %ld from %s: %.300s", r->status, ep->base, r->body ? r->body : "");
+        c->state = CH_PENDING;
+        job_charge(j, r->status >= 500 ? KGX_M_ERR_HTTP_5XX : KGX_M_ERR_HTTP_4XX, msg);
+        pump(e);
+        return;
+    }
+    kgx_result_t res = { 0 };
+    char err[1024];
+    if (kgx_script_answer(e->script, j->script_job, c->idx, r->body, r->body_len, &res, err, sizeof err)) {
+        snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_M_ERR_PARSE, msg);
+        pump(e);
+        return;
+    }
+    add_result(j, c->idx, &res);
+    kgx_result_clear(&res);
+    add_answer(j, c->idx, r->body, r->body_len, r->total_ms);
+    c->state = CH_DONE;
+    j->ndone++;
+    if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
+    pump(e);
+}
+
+static void send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
+{
+    kgx_ctx_t ctx = { ep->n_ctx ? ep->n_ctx : kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, ep->base };
+    kgx_request_t rq = { 0 };
+    char err[1024];
+    if (kgx_script_request(e->script, j->script_job, c->idx, &ctx, &rq, err, sizeof err)) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "policy: %s", err);
+        job_charge(j, KGX_M_ERR_POLICY, msg);
+        return;
+    }
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s", ep->base, rq.path);
+    long timeout = rq.timeout_ms > 0 ? rq.timeout_ms : (long)(e->cfg->request_timeout * 1000);
+    c->req = kgx_http_submit(e->http, "POST", url, rq.body, rq.body_len, timeout, MAX_ANSWER_BYTES, chunk_cb, c);
+    kgx_request_clear(&rq);
+    if (!c->req) {
+        job_charge(j, KGX_M_ERR_CONNECT, "could not start the HTTP request");
+        return;
+    }
+    c->state = CH_INFLIGHT;
+    c->ep = ep;
+    c->t0 = now_ms(e);
+    ep->in_flight++;
+    ep->requests++;
+    e->in_flight++;
+    kgx_metrics.in_flight = e->in_flight;
+    kgx_metrics.llm_requests++;
+}
+
+/* ------------------------------------------------------------------ writing */
+
+static void print_dry_report(job_t *j)
+{
+    kgx_engine_t *e = j->e;
+    if (e->cfg->json) {
+        kgx_buf_t b = { 0 };
+        kgx_buf_adds(&b, "{\"id\":");
+        kgx_buf_json_str(&b, j->row.drawer_id);
+        kgx_buf_adds(&b, ",\"chunks\":[");
+        for (size_t i = 0; i < j->nchunks; i++)
+            kgx_buf_printf(&b, "%s{\"tokens\":%d}", i ? "," : "", kgx_script_chunk_tokens(e->script, j->script_job, i));
+        kgx_buf_adds(&b, "],\"triples\":");
+        kgx_buf_adds(&b, j->triples.len ? j->triples.p : "[");
+        kgx_buf_adds(&b, "],\"dropped\":[");
+        if (j->report.len) kgx_buf_add(&b, j->report.p, j->report.len);
+        kgx_buf_printf(&b, "],\"kept\":%lld,\"would_write\":%d}\n", j->kept, j->n_triples);
+        fwrite(b.p, 1, b.len, stdout);
+        kgx_buf_free(&b);
+    } else {
+        printf("drawer %s: %zu chunk%s (tokens:", j->row.drawer_id, j->nchunks, j->nchunks == 1 ? "" : "s");
+        for (size_t i = 0; i < j->nchunks && i < 32; i++)
+            printf(" %d", kgx_script_chunk_tokens(e->script, j->script_job, i));
+        if (j->nchunks > 32) printf(" …");
+        printf(")\n");
+        if (j->report.len) fwrite(j->report.p, 1, j->report.len, stdout);
+        printf("  would write %d fact%s, dropped %lld\n", j->n_triples, j->n_triples == 1 ? "" : "s", j->dropped);
+    }
+    fflush(stdout);
+}
+
+static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
+{
+    job_t *j = ud;
+    kgx_engine_t *e = j->e;
+    if (err) {
+        if (kgx_graph_is_transient(sqlstate, err) && ++j->write_retries <= MAX_WRITE_RETRIES) {
+            log_debug("drawer=%s write retry %d: %s", j->row.drawer_id, j->write_retries, err);
+            kgx_metrics.errors[KGX_M_ERR_DB]++;
+            double d = 20.0 * (1 << (j->write_retries < 7 ? j->write_retries : 7));
+            j->state = JOB_WRITE_WAIT;
+            j->not_before = now_ms(e) + (uint64_t)(d * (0.5 + (double)rand() / RAND_MAX));
+        } else {
+            char msg[800];
+            snprintf(msg, sizeof msg, "db write failed%s%s: %s", sqlstate ? " " : "", sqlstate ? sqlstate : "", err);
+            /* the facts are redone from scratch on the next attempt */
+            job_reset_chunks(j);
+            j->write_retries = 0;
+            j->state = JOB_ACTIVE;
+            job_charge(j, KGX_M_ERR_DB, msg);
+        }
+    } else if (n < 0) {
+        log_warn("drawer=%s claim lost before the write (lease expired or re-queued); nothing written",
+                 j->row.drawer_id);
+        kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
+        job_free(j);
+    } else {
+        log_debug("drawer=%s completed triples=%d chunks=%zu", j->row.drawer_id, n, j->nchunks);
+        kgx_metrics.drawers[j->nchunks ? KGX_M_DRAWER_COMPLETED : KGX_M_DRAWER_EMPTY]++;
+        kgx_metrics.triples_written += (unsigned long long)n;
+        e->done_here++;
+        job_free(j);
+    }
+    pump(e);
+}
+
+static void job_write(job_t *j)
+{
+    kgx_engine_t *e = j->e;
+    j->state = JOB_WRITING;
+    if (!e->db) {
+        print_dry_report(j);
+        e->done_here++;
+        job_free(j);
+        return;
+    }
+    const char *triples = "[]";
+    if (j->triples.len) {
+        kgx_buf_adds(&j->triples, "]");
+        triples = j->triples.p;
+    }
+    const char *answers = NULL;
+    if (e->cfg->keep_answers) {
+        if (j->answers.len) kgx_buf_adds(&j->answers, "]");
+        answers = j->answers.len ? j->answers.p : "[]";
+    }
+    int rc = kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker, j->row.token, triples,
+                             answers, write_cb, j);
+    /* the closing brackets go again: a retry rebuilds them */
+    if (j->triples.len && j->triples.p[j->triples.len - 1] == ']') j->triples.p[--j->triples.len] = 0;
+    if (j->answers.len && j->answers.p[j->answers.len - 1] == ']') j->answers.p[--j->answers.len] = 0;
+    if (rc) {
+        j->state = JOB_WRITE_WAIT;
+        j->not_before = now_ms(e) + 500;
+    }
+}
+
+/* ------------------------------------------------------------------ claiming */
+
+static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    e->claiming = 0;
+    e->claims++;
+    if (err) {
+        log_warn("claim failed: %s", err);
+        e->idle = 1;               /* the poll timer tries again */
+    }
+    for (int i = 0; i < n; i++) {
+        if (e->stopping) break;
+        job_t *j = job_new(e, &rows[i]);
+        if (j->row.missing) {
+            log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
+            kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
+            kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+            job_free(j);
+        }
+    }
+    if (e->stopping) {
+        /* claimed while stopping: give them back at once */
+        for (int i = 0; i < n; i++)
+            if (rows[i].drawer_id) kgx_queue_unclaim(e->db, rows[i].drawer_id, rows[i].token, NULL, NULL);
+    }
+    kgx_claim_rows_free(rows, n);
+    if (!err && n == 0) e->idle = 1;
+    pump(e);
+}
+
+static int dry_claim(kgx_engine_t *e, int want)
+{
+    int got = 0;
+    while (got < want && !e->dry_eof) {
+        kgx_claim_row_t row = { 0 };
+        char err[256];
+        int rc = kgx_jsonl_next(e->dry_in, ++e->dry_seq, &row.drawer_id, &row.wing, &row.room,
+                                &row.document, &row.document_len, err, sizeof err);
+        if (rc == 0) {
+            e->dry_eof = 1;
+            break;
+        }
+        if (rc < 0) {
+            fprintf(stderr, "error: --dry-run input line %ld: %s\n", e->dry_seq, err);
+            e->dry_failed++;
+            continue;
+        }
+        job_new(e, &row);
+        got++;
+    }
+    return got;
+}
+
+static size_t ready_units(kgx_engine_t *e)
+{
+    size_t n = 0;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
+        if (j->state != JOB_ACTIVE) continue;
+        if (!j->split_done) { n++; continue; }
+        for (size_t i = 0; i < j->nchunks; i++) n += j->chunks[i].state == CH_PENDING;
+    }
+    return n;
+}
+
+static void maybe_claim(kgx_engine_t *e)
+{
+    kgx_config_t *c = e->cfg;
+    if (e->stopping || e->claiming || e->idle) return;
+    if (c->mode == KGX_MODE_ONCE && e->claims > 0) return;
+    if (kgx_endpoints_up(&e->eps) == 0) return;          /* outage: keep the queue's attempts */
+    int cap = kgx_endpoints_capacity(&e->eps);
+    if (cap > c->workers) cap = c->workers;
+    if (ready_units(e) >= (size_t)cap) return;
+    int room = c->workers + 2 * c->batch_size - e->njobs;
+    if (room <= 0) return;
+    int want = room < c->batch_size ? room : c->batch_size;
+    if (!e->db) {
+        if (e->dry_eof) return;
+        dry_claim(e, want);
+        e->claims++;
+        return;
+    }
+    e->claiming = 1;
+    if (kgx_queue_claim(e->db, e->worker, c->lease_seconds, want, claim_cb, e)) e->claiming = 0;
+}
+
+/* ------------------------------------------------------------------ the pump */
+
+static void wake_cb(uv_timer_t *t) { pump(t->data); }
+
+static void arm_wake(kgx_engine_t *e)
+{
+    uint64_t now = now_ms(e), next = 0;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
+        if ((j->state == JOB_ACTIVE || j->state == JOB_WRITE_WAIT) && j->not_before > now)
+            if (!next || j->not_before < next) next = j->not_before;
+    if (next) uv_timer_start(&e->wake, wake_cb, next - now, 0);
+}
+
+static void maybe_finish(kgx_engine_t *e);
+static void maybe_stop(kgx_engine_t *e);
+
+static void pump(kgx_engine_t *e)
+{
+    if (e->finished) return;
+    if (e->stopping) {            /* completions while stopping: see whether we can go now */
+        maybe_stop(e);
+        return;
+    }
+    if (e->pumping) {
+        e->repump = 1;
+        return;
+    }
+    e->pumping = 1;
+    do {
+        e->repump = 0;
+        if (e->stopping) break;
+        uint64_t now = now_ms(e);
+        /* splits and write retries that are due */
+        for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
+            nx = j->next;
+            if (j->not_before > now) continue;
+            if (j->state == JOB_WRITE_WAIT) job_write(j);
+            else if (j->state == JOB_ACTIVE && !j->split_done) job_split(j);
+            else if (j->state == JOB_ACTIVE && j->nchunks && j->ndone == j->nchunks) job_write(j);
+        }
+        /* fill the free slots, oldest drawer first */
+        for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->cfg->workers; j = nx) {
+            nx = j->next;
+            if (j->state != JOB_ACTIVE || !j->split_done || j->not_before > now) continue;
+            for (size_t i = 0; i < j->nchunks && e->in_flight < e->cfg->workers; i++) {
+                if (j->chunks[i].state != CH_PENDING) continue;
+                kgx_endpoint_t *ep = kgx_endpoints_pick(&e->eps);
+                if (!ep) goto full;
+                send_chunk(e, j, &j->chunks[i], ep);
+                if (j->state != JOB_ACTIVE || j->not_before > now) break;
+            }
+        }
+    full:
+        maybe_claim(e);
+    } while (e->repump);
+    e->pumping = 0;
+    maybe_finish(e);
+    if (!e->finished) arm_wake(e);
+}
+
+/* ------------------------------------------------------------------ end of modes */
+
+static void print_progress(kgx_engine_t *e, const kgx_queue_counts_t *c, int final)
+{
+    uint64_t now = now_ms(e);
+    double dt = (double)(now - e->prev_t) / 1000.0;
+    double rate = e->prev_t ? kgx_progress_rate(e->prev_completed, c->completed_total, dt) : 0.0;
+    if (rate < 0) rate = 0;
+    kgx_progress_t p = { c->completed_total, c->in_progress, c->queue_depth, c->errors_total, rate,
+                         (double)(now - e->start_t) / 1000.0 };
+    char line[512];
+    if (final) kgx_progress_final(line, sizeof line, &p);
+    else kgx_progress_line(line, sizeof line, &p);
+    const char *js = getenv("JOURNAL_STREAM");
+    fprintf(stderr, "%s%s\n", js && *js ? "<6>" : "", line);
+    if (e->tty && !final) {
+        char bar[256];
+        kgx_progress_bar(bar, sizeof bar, &p, 30);
+        fprintf(stderr, "%s\n", bar);
+    }
+    e->prev_completed = c->completed_total;
+    e->prev_t = now;
+}
+
+static void backfill_check_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    e->counts_busy = 0;
+    if (e->finished || e->stopping) return;
+    if (err) {
+        log_warn("counting the queue failed: %s", err);
+    } else {
+        e->counts = *c;
+        e->have_counts = 1;
+        if (c->queue_depth == 0 && c->in_progress == 0 && e->njobs == 0) {
+            print_progress(e, c, 1);
+            finish(e, 0);
+            return;
+        }
+    }
+    /* rows still waiting for a retry or held by other processes: the poll timer looks again */
+}
+
+static void maybe_finish(kgx_engine_t *e)
+{
+    if (e->finished || e->stopping || e->njobs || e->claiming) return;
+    switch (e->cfg->mode) {
+    case KGX_MODE_ONCE:
+        if (e->claims > 0) finish(e, 0);
+        break;
+    case KGX_MODE_DRY_RUN:
+        if (e->dry_eof) finish(e, e->dry_failed ? 1 : 0);
+        break;
+    case KGX_MODE_BACKFILL:
+        if (e->idle && !e->counts_busy) {
+            e->counts_busy = 1;
+            if (kgx_queue_counts(e->db, e->cfg->lease_seconds, backfill_check_cb, e)) e->counts_busy = 0;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ timers, signals */
+
+static void poll_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    e->idle = 0;
+    pump(e);
+}
+
+static void notify_cb(const char *channel, const char *payload, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (e->idle) log_debug("woken by %s", channel ? "NOTIFY" : "LISTEN reconnect");
+    e->idle = 0;
+    pump(e);
+}
+
+static void progress_counts_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (err) {
+        log_warn("progress: counting the queue failed: %s", err);
+        return;
+    }
+    e->counts = *c;
+    e->have_counts = 1;
+    kgx_metrics.queue_depth = c->queue_depth;
+    /* while working (or in a backfill): quiet when an idle daemon has nothing to say */
+    if (e->cfg->mode == KGX_MODE_BACKFILL || e->njobs || c->completed_total != e->prev_completed || !e->prev_t)
+        print_progress(e, c, 0);
+    else
+        e->prev_t = now_ms(e);
+}
+
+static void progress_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
+}
+
+static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (err) return;
+    e->counts = *c;
+    e->have_counts = 1;
+    kgx_metrics.queue_depth = c->queue_depth;
+}
+
+static void refresh_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
+}
+
+static void heartbeat_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    if (e->db && !e->stopping && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
+}
+
+static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
+
+static void endpoints_changed(kgx_endpoint_t *ep, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (e->finished) return;
+    resolve_suspects(e, ep);
+    if (ep->state == KGX_EP_UP) {
+        int n = kgx_endpoints_n_ctx(&e->eps);
+        if (n > 0) kgx_script_set_n_ctx(e->script, n);
+    }
+    if (!e->db && ep->state == KGX_EP_DOWN && kgx_endpoints_up(&e->eps) == 0) {
+        fprintf(stderr, "error: cannot reach the LLM at %s: %s\n", ep->base, ep->last_error);
+        finish(e, 1);
+        return;
+    }
+    pump(e);
+}
+
+static void release_cb(long long n, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (err) log_err("giving back claimed rows failed: %s (their lease will expire)", err);
+    else log_info("gave back %lld claimed row%s", n, n == 1 ? "" : "s");
+    finish(e, 0);
+}
+
+static void maybe_stop(kgx_engine_t *e)
+{
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
+        if (j->state == JOB_WRITING || j->state == JOB_FAILING) return;   /* let the database answer */
+    if (e->claiming) return;
+    /* drop what is left in memory and give its rows back */
+    while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
+    if (e->finished) return;
+    if (!e->db) { finish(e, 0); return; }
+    if (e->stopping == 1) {
+        e->stopping = 2;
+        if (kgx_queue_release_all(e->db, e->worker, release_cb, e)) finish(e, 0);
+    }
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    log_warn("stop deadline reached; leaving the remaining rows to their lease");
+    finish(e, 0);
+}
+
+static void begin_stop(kgx_engine_t *e, const char *why)
+{
+    if (e->stopping) return;
+    log_info("%s: stopping (no new claims, cancelling requests, giving rows back)", why);
+    kgx_notify("STOPPING=1");
+    e->stopping = 1;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
+        if (j->state != JOB_WRITING && j->state != JOB_FAILING)
+            for (size_t i = 0; i < j->nchunks; i++) chunk_cancel(j, &j->chunks[i]);
+    uv_timer_start(&e->stop_deadline, deadline_cb, STOP_DEADLINE_MS, 0);
+    maybe_stop(e);
+}
+
+
+static void signal_cb(uv_signal_t *s, int signum)
+{
+    kgx_engine_t *e = s->data;
+    if (signum == SIGHUP) {
+        char err[1024];
+        if (kgx_script_reload(e->script, err, sizeof err))
+            log_err("policy reload failed, keeping %s %s: %s", kgx_script_name(e->script),
+                    kgx_script_version(e->script), err);
+        else
+            log_info("policy reloaded: %s version %s", kgx_script_name(e->script), kgx_script_version(e->script));
+        return;
+    }
+    begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void finish(kgx_engine_t *e, int code)
+{
+    if (e->finished) return;
+    e->finished = 1;
+    e->exit_code = code;
+    uv_stop(&e->loop);
+}
+
+/* ------------------------------------------------------------------ status */
+
+char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_engine_t *e, const char *policy_name,
+                      const char *policy_version, size_t *len)
+{
+    kgx_buf_t b = { 0 };
+    kgx_buf_printf(&b, "{\"queue_depth\":%lld,\"in_progress\":%lld,\"completed_today\":%lld,"
+                       "\"errors_total\":%lld,\"triples_extracted_5m\":%lld,\"drawers_per_min_5m\":%.1f,"
+                       "\"stale_reclaimable\":%lld,\"completed_total\":%lld,\"parked\":%lld,"
+                       "\"retrying\":%lld,\"waiting_retry\":%lld,\"total\":%lld",
+                   c->queue_depth, c->in_progress, c->completed_today, c->errors_total,
+                   c->triples_extracted_5m, c->drawers_per_min_5m, c->stale_reclaimable,
+                   c->completed_total, c->errors_total, c->retrying, c->waiting_retry, c->total);
+    kgx_buf_adds(&b, ",\"policy\":{\"name\":");
+    kgx_buf_json_str(&b, policy_name);
+    kgx_buf_adds(&b, ",\"version\":");
+    kgx_buf_json_str(&b, policy_version);
+    kgx_buf_adds(&b, "}");
+    if (e) {
+        kgx_buf_adds(&b, ",\"worker_id\":");
+        kgx_buf_json_str(&b, e->worker);
+        kgx_buf_printf(&b, ",\"process\":{\"in_flight\":%d,\"drawers_in_memory\":%d,\"completed\":%llu,"
+                           "\"parked\":%llu,\"retries\":%llu,\"stopping\":%s}",
+                       e->in_flight, e->njobs, e->done_here, e->parked_here, e->retries_here,
+                       e->stopping ? "true" : "false");
+        kgx_buf_adds(&b, ",\"endpoints\":[");
+        for (int i = 0; i < e->eps.n; i++) {
+            const kgx_endpoint_t *ep = &e->eps.ep[i];
+            kgx_buf_adds(&b, i ? ",{\"url\":" : "{\"url\":");
+            kgx_buf_json_str(&b, ep->base);
+            kgx_buf_printf(&b, ",\"state\":\"%s\",\"in_flight\":%d,\"slots\":%d,\"n_ctx\":%d,"
+                               "\"requests\":%llu,\"last_error\":",
+                           kgx_endpoint_state_name(ep->state), ep->in_flight, ep->slots, ep->n_ctx,
+                           ep->requests);
+            kgx_buf_json_str(&b, ep->last_error[0] ? ep->last_error : NULL);
+            kgx_buf_adds(&b, "}");
+        }
+        kgx_buf_adds(&b, "]");
+    }
+    kgx_buf_printf(&b, ",\"version\":\"%s\"}", KGX_VERSION);
+    return kgx_buf_steal(&b, len);
+}
+
+static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (!strcmp(path, "/kg-extract/status") || !strcmp(path, "/status")) {
+        kgx_queue_counts_t zero = { 0 };
+        resp->status = 200;
+        resp->content_type = "application/json";
+        resp->body = kgx_status_json(e->have_counts ? &e->counts : &zero, e, kgx_script_name(e->script),
+                                     kgx_script_version(e->script), &resp->body_len);
+    } else if (!strcmp(path, "/metrics")) {
+        kgx_metrics.in_flight = e->in_flight;
+        resp->status = 200;
+        resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        resp->body = kgx_metrics_render(&resp->body_len);
+    } else if (!strcmp(path, "/healthz")) {
+        int ok = kgx_db_is_up(e->db) && !e->stopping;
+        resp->status = ok ? 200 : 503;
+        resp->content_type = "text/plain";
+        resp->body = strdup(ok ? "ok\n" : "unavailable\n");
+        resp->body_len = strlen(resp->body);
+    }
+}
+
+/* ------------------------------------------------------------------ life cycle */
+
+static void db_state_cb(int up, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (up) {
+        log_info("database connected");
+        e->idle = 0;
+        pump(e);
+    } else {
+        log_warn("database unreachable: %s (reconnecting)", err ? err : "");
+    }
+}
+
+kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *err, size_t errlen, int *exit_code)
+{
+    kgx_engine_t *e = calloc(1, sizeof *e);
+    e->cfg = cfg;
+    e->jobs.next = e->jobs.prev = &e->jobs;
+    *exit_code = 1;
+    uv_loop_init(&e->loop);
+    const char *rb = getenv("KGX_RETRY_BASE_MS");
+    e->retry_base_ms = rb && *rb ? atof(rb) : 1000.0;
+    if (e->retry_base_ms < 1) e->retry_base_ms = 1;
+    e->tty = isatty(2) && !getenv("JOURNAL_STREAM");
+    if (cfg->worker_id) {
+        snprintf(e->worker, sizeof e->worker, "%s", cfg->worker_id);
+    } else {
+        char host[128] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(e->worker, sizeof e->worker, "%s:%d:%08x", host, (int)getpid(), (unsigned)rand());
+    }
+
+    kgx_script_opts_t so = { 0 };
+    so.policy_path = policy_path;
+    so.model = cfg->model;
+    so.n_ctx = cfg->n_ctx;
+    so.min_confidence = cfg->min_confidence;
+    so.max_triples = cfg->max_triples;
+    char serr[1024];
+    e->script = kgx_script_new(&so, serr, sizeof serr);
+    if (!e->script) {
+        snprintf(err, errlen, "error: policy %s: %s", policy_path, serr);
+        *exit_code = 2;
+        kgx_engine_free(e);
+        return NULL;
+    }
+    e->http = kgx_http_new(&e->loop);
+    kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->workers,
+                       cfg->slots, cfg->n_ctx, endpoints_changed, e);
+    if (cfg->mode == KGX_MODE_DRY_RUN) {
+        if (!strcmp(cfg->dry_run_input, "-")) e->dry_in = stdin;
+        else if (!(e->dry_in = fopen(cfg->dry_run_input, "r"))) {
+            snprintf(err, errlen, "error: --dry-run: cannot open %s: %s", cfg->dry_run_input, strerror(errno));
+            *exit_code = 2;
+            kgx_engine_free(e);
+            return NULL;
+        }
+    } else {
+        kgx_db_opts_t dbo = { 0 };
+        dbo.dsn = cfg->dsn;
+        dbo.pool_size = 3;
+        dbo.setup_sql = kgx_graph_session_sql;
+        dbo.on_state = db_state_cb;
+        dbo.state_ud = e;
+        e->db = kgx_db_new(&e->loop, &dbo);
+        if (!e->db) {
+            snprintf(err, errlen, "error: cannot start the database pool");
+            kgx_engine_free(e);
+            return NULL;
+        }
+        if (cfg->mode == KGX_MODE_DAEMON) kgx_db_listen(e->db, "kgx_queue", notify_cb, e);
+    }
+    if (cfg->http_listen) {
+        char herr[256];
+        e->httpd = kgx_httpd_new(&e->loop, cfg->http_listen, cfg->api_key, http_handler, e, herr, sizeof herr);
+        if (!e->httpd) {
+            snprintf(err, errlen, "error: --http %s: %s", cfg->http_listen, herr);
+            *exit_code = 2;
+            kgx_engine_free(e);
+            return NULL;
+        }
+    }
+    uv_timer_t *timers[] = { &e->wake, &e->poll, &e->progress, &e->heartbeat, &e->refresh,
+                             &e->stop_deadline, &e->watchdog };
+    for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
+        uv_timer_init(&e->loop, timers[i]);
+        timers[i]->data = e;
+    }
+    uv_signal_t *sigs[] = { &e->sig_term, &e->sig_int, &e->sig_hup };
+    int signums[] = { SIGTERM, SIGINT, SIGHUP };
+    for (int i = 0; i < 3; i++) {
+        uv_signal_init(&e->loop, sigs[i]);
+        sigs[i]->data = e;
+        uv_signal_start(sigs[i], signal_cb, signums[i]);
+    }
+    *exit_code = 0;
+    return e;
+}
+
+static void arm_poll(kgx_engine_t *e);
+
+int kgx_engine_run(kgx_engine_t *e)
+{
+    kgx_config_t *c = e->cfg;
+    e->start_t = now_ms(e);
+    log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker,
+             kgx_script_name(e->script), kgx_script_version(e->script), c->n_endpoints, c->workers,
+             c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
+             : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
+    kgx_endpoints_start(&e->eps);
+    if (e->db) {
+        uv_timer_start(&e->progress, progress_cb, (uint64_t)(c->progress_interval * 1000),
+                       (uint64_t)(c->progress_interval * 1000));
+        uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
+        uv_timer_start(&e->heartbeat, heartbeat_cb, hb, hb);
+        if (e->httpd) {
+            uv_timer_start(&e->refresh, refresh_cb, 0, 5000);
+        }
+    }
+    long wd = kgx_notify_watchdog_ms();
+    if (wd > 0) uv_timer_start(&e->watchdog, watchdog_cb, (uint64_t)wd / 2, (uint64_t)wd / 2);
+    kgx_notify("READY=1");
+    arm_poll(e);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    return e->exit_code;
+}
+
+static void poll_timer_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    poll_cb(t);
+    arm_poll(e);
+}
+
+static void arm_poll(kgx_engine_t *e)
+{
+    /* idle daemons poll at --poll-interval (NOTIFY wakes them sooner); a backfill checks each second */
+    double s = e->cfg->mode == KGX_MODE_DAEMON ? e->cfg->poll_interval : 1.0;
+    if (e->cfg->mode != KGX_MODE_DAEMON && e->cfg->poll_interval < s) s = e->cfg->poll_interval;
+    uv_timer_start(&e->poll, poll_timer_cb, (uint64_t)(s * 1000), (uint64_t)(s * 1000));
+}
+
+static void close_cb(uv_handle_t *h) { (void)h; }
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h)) uv_close(h, close_cb);
+}
+
+void kgx_engine_free(kgx_engine_t *e)
+{
+    if (!e) return;
+    while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
+    kgx_endpoints_close(&e->eps);
+    kgx_http_free(e->http);
+    kgx_db_free(e->db);
+    kgx_httpd_free(e->httpd);
+    uv_run(&e->loop, UV_RUN_NOWAIT);
+    uv_walk(&e->loop, walk_close, NULL);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&e->loop);
+    kgx_endpoints_free(&e->eps);
+    kgx_script_free(e->script);
+    if (e->dry_in && e->dry_in != stdin) fclose(e->dry_in);
+    free(e);
+}

@@ -1,0 +1,239 @@
+/* main — kgx-run: parses the command line, then runs one mode.
+ *   daemon / --once / --backfill / --dry-run : the engine (engine.c)
+ *   --status [--json]                         : counters from the database, printed once
+ *   --reapply                                 : stored answers re-parsed by the current policy */
+#include "config.h"
+#include "db.h"
+#include "engine.h"
+#include "graph.h"
+#include "httpd.h"
+#include "log.h"
+#include "queue.h"
+#include "reapply.h"
+#include "script.h"
+
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The default policy: the build tree's own (build/bin, build/asan/bin), then the install prefix
+ * relative to the binary (bin/../share/kgx), then the compiled-in prefix. */
+static int find_default_policy(char *out, size_t len)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) *slash = 0;
+        const char *rel[] = { "/../../prompts/default.lua", "/../../../prompts/default.lua",
+                              "/../share/kgx/prompts/default.lua", NULL };
+        for (int i = 0; rel[i]; i++) {
+            char cand[PATH_MAX + 64];
+            snprintf(cand, sizeof cand, "%s%s", exe, rel[i]);
+            char *real = realpath(cand, NULL);
+            if (real && file_exists(real)) {
+                snprintf(out, len, "%s", real);
+                free(real);
+                return 0;
+            }
+            free(real);
+        }
+    }
+    snprintf(out, len, "%s/prompts/default.lua", KGX_SHAREDIR);
+    return file_exists(out) ? 0 : -1;
+}
+
+static int is_loopback(const char *host)
+{
+    return !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "localhost") || !host[0];
+}
+
+static kgx_script_t *load_policy(const kgx_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    kgx_script_opts_t so = { 0 };
+    so.policy_path = path;
+    so.model = cfg->model;
+    so.n_ctx = cfg->n_ctx;
+    so.min_confidence = cfg->min_confidence;
+    so.max_triples = cfg->max_triples;
+    return kgx_script_new(&so, err, errlen);
+}
+
+static void print_status_text(const kgx_queue_counts_t *c, const char *pname, const char *pver,
+                              long long ents, long long edges, long long sup, int have_graph)
+{
+    printf("queue_depth          %lld\n", c->queue_depth);
+    printf("in_progress          %lld\n", c->in_progress);
+    printf("completed_today      %lld\n", c->completed_today);
+    printf("errors_total         %lld   (parked: kgx-run will not retry them until re-queued)\n", c->errors_total);
+    printf("triples_extracted_5m %lld\n", c->triples_extracted_5m);
+    printf("drawers_per_min_5m   %.1f\n", c->drawers_per_min_5m);
+    printf("stale_reclaimable    %lld\n", c->stale_reclaimable);
+    printf("completed_total      %lld\n", c->completed_total);
+    printf("retrying             %lld   (waiting for backoff: %lld)\n", c->retrying, c->waiting_retry);
+    printf("policy               %s %s\n", pname ? pname : "(not loaded)", pver ? pver : "");
+    if (have_graph) printf("graph                %lld entities, %lld edges, %lld supports\n", ents, edges, sup);
+}
+
+static int run_status(const kgx_config_t *cfg, const char *policy)
+{
+    char err[1024];
+    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "error: database: %s\n", err);
+        return 1;
+    }
+    kgx_queue_counts_t k;
+    if (kgx_queue_counts_blocking(c, cfg->lease_seconds, &k, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        PQfinish(c);
+        return 1;
+    }
+    long long ents = 0, edges = 0, sup = 0;
+    int have_graph = kgx_graph_stats(c, cfg->graph, &ents, &edges, &sup, err, sizeof err) == 0;
+    PQfinish(c);
+    char perr[1024];
+    kgx_script_t *s = policy ? load_policy(cfg, policy, perr, sizeof perr) : NULL;
+    const char *pname = s ? kgx_script_name(s) : NULL, *pver = s ? kgx_script_version(s) : NULL;
+    if (cfg->json) {
+        size_t len;
+        char *js = kgx_status_json(&k, NULL, pname, pver, &len);
+        /* graph numbers ride along when the graph exists */
+        if (have_graph && len > 1) {
+            js[len - 1] = 0;
+            printf("%s,\"graph\":{\"entities\":%lld,\"edges\":%lld,\"supports\":%lld}}\n", js, ents, edges, sup);
+        } else {
+            printf("%s\n", js);
+        }
+        free(js);
+    } else {
+        print_status_text(&k, pname, pver, ents, edges, sup, have_graph);
+    }
+    kgx_script_free(s);
+    return 0;
+}
+
+/* Schema setup before the loop: blocking, once, safe with several processes starting together. */
+static int setup_database(const kgx_config_t *cfg, int backfill)
+{
+    char err[1024];
+    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, sizeof err);
+    if (!c) {
+        fprintf(stderr, "error: database: %s\n", err);
+        return 1;
+    }
+    if (kgx_graph_setup(c, cfg->graph, 1, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        PQfinish(c);
+        return 1;
+    }
+    if (backfill) {
+        long long n = 0;
+        if (kgx_queue_seed_backfill(c, cfg->backfill_limit, &n, err, sizeof err)) {
+            fprintf(stderr, "error: %s\n", err);
+            PQfinish(c);
+            return 1;
+        }
+        log_info("backfill: queued %lld new drawer%s", n, n == 1 ? "" : "s");
+    }
+    PQfinish(c);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    kgx_log_init();
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    signal(SIGPIPE, SIG_IGN);
+    kgx_config_t cfg;
+    char err[1024];
+    int rc = kgx_config_parse(&cfg, argc, argv, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "%s\n", err);
+        kgx_config_free(&cfg);
+        return rc;
+    }
+    if (cfg.mode == KGX_MODE_HELP) {
+        fputs(kgx_config_usage(), stdout);
+        kgx_config_free(&cfg);
+        return 0;
+    }
+    if (cfg.mode == KGX_MODE_VERSION) {
+        printf("kgx-run %s\n", KGX_VERSION);
+        kgx_config_free(&cfg);
+        return 0;
+    }
+    kgx_log_set_level(cfg.log_level);
+
+    char policy[PATH_MAX];
+    if (cfg.policy) {
+        snprintf(policy, sizeof policy, "%s", cfg.policy);
+        if (!file_exists(policy)) {
+            fprintf(stderr, "error: --policy: no such file: %s\n", policy);
+            kgx_config_free(&cfg);
+            return 2;
+        }
+    } else if (find_default_policy(policy, sizeof policy)) {
+        if (cfg.mode != KGX_MODE_STATUS) {
+            fprintf(stderr, "error: no policy: prompts/default.lua not found (give --policy FILE or set KGX_POLICY)\n");
+            kgx_config_free(&cfg);
+            return 2;
+        }
+        policy[0] = 0;
+    }
+    if (cfg.http_listen && !cfg.http_public) {
+        char host[256];
+        int port;
+        if (kgx_httpd_parse_listen(cfg.http_listen, host, sizeof host, &port) == 0 && !is_loopback(host)) {
+            fprintf(stderr, "error: --http %s: not a loopback address (add --http-allow-remote to serve it)\n",
+                    cfg.http_listen);
+            kgx_config_free(&cfg);
+            return 2;
+        }
+    }
+
+    switch (cfg.mode) {
+    case KGX_MODE_STATUS:
+        rc = run_status(&cfg, policy[0] ? policy : NULL);
+        break;
+    case KGX_MODE_REAPPLY: {
+        kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
+        if (!s) {
+            fprintf(stderr, "error: policy %s: %s\n", policy, err);
+            rc = 2;
+            break;
+        }
+        rc = kgx_reapply_run(&cfg, s);
+        kgx_script_free(s);
+        break;
+    }
+    default: {
+        if (cfg.mode != KGX_MODE_DRY_RUN && (rc = setup_database(&cfg, cfg.mode == KGX_MODE_BACKFILL)))
+            break;
+        int code = 1;
+        kgx_engine_t *e = kgx_engine_new(&cfg, policy, err, sizeof err, &code);
+        if (!e) {
+            fprintf(stderr, "%s\n", err);
+            rc = code;
+            break;
+        }
+        rc = kgx_engine_run(e);
+        kgx_engine_free(e);
+        break;
+    }
+    }
+    kgx_config_free(&cfg);
+    return rc;
+}
