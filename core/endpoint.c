@@ -43,6 +43,7 @@ static int json_int_after(const char *body, const char *from_key, const char *ke
     return (int)v;
 }
 
+long kgx_body_int(const char *body, const char *key) { return json_int_after(body, NULL, key); }
 int kgx_props_total_slots(const char *body) { return json_int_after(body, NULL, "total_slots"); }
 int kgx_props_n_ctx(const char *body) { return json_int_after(body, "\"default_generation_settings\"", "n_ctx"); }
 int kgx_error_n_ctx(const char *body) { return json_int_after(body, "\"error\"", "n_ctx"); }

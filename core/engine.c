@@ -26,7 +26,8 @@
 #define MAX_WRITE_RETRIES 30
 #define STOP_DEADLINE_MS 8000
 
-typedef enum { JOB_ACTIVE, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING } job_state_t;
+/* JOB_DEAD: finished with, freed by the next pump (never freed under a caller's feet). */
+typedef enum { JOB_ACTIVE, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING, JOB_DEAD } job_state_t;
 typedef enum { CH_PENDING, CH_INFLIGHT, CH_SUSPECT, CH_DONE } chunk_state_t;
 
 typedef struct job job_t;
@@ -263,7 +264,8 @@ static void job_charge(job_t *j, int kind, const char *msg)
             }
             fflush(stdout);
             e->dry_failed++;
-            job_free(j);
+            job_reset_chunks(j);
+            j->state = JOB_DEAD;
         } else {
             j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, j->attempts);
         }
@@ -278,7 +280,7 @@ static void job_charge(job_t *j, int kind, const char *msg)
 
 /* ------------------------------------------------------------------ answers */
 
-static void add_answer(job_t *j, size_t idx, const char *body, size_t len, double ms)
+static void add_answer(job_t *j, size_t idx, const char *body, size_t len, double ms, long pt, long ct)
 {
     kgx_engine_t *e = j->e;
     if (!e->cfg->keep_answers || !e->db) return;
@@ -291,7 +293,10 @@ static void add_answer(job_t *j, size_t idx, const char *body, size_t len, doubl
     kgx_buf_json_str(&j->answers, kgx_script_name(e->script));
     kgx_buf_adds(&j->answers, ",\"policy_version\":");
     kgx_buf_json_str(&j->answers, kgx_script_version(e->script));
-    kgx_buf_printf(&j->answers, ",\"latency_ms\":%.1f}", ms);
+    kgx_buf_printf(&j->answers, ",\"latency_ms\":%.1f", ms);
+    if (pt >= 0) kgx_buf_printf(&j->answers, ",\"prompt_tokens\":%ld", pt);
+    if (ct >= 0) kgx_buf_printf(&j->answers, ",\"completion_tokens\":%ld", ct);
+    kgx_buf_adds(&j->answers, "}");
 }
 
 static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
@@ -449,7 +454,11 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     }
     add_result(j, c->idx, &res);
     kgx_result_clear(&res);
-    add_answer(j, c->idx, r->body, r->body_len, r->total_ms);
+    long pt = kgx_body_int(r->body, "tokens_evaluated"), ct = kgx_body_int(r->body, "tokens_predicted");
+    if (pt < 0) pt = kgx_body_int(r->body, "prompt_tokens");
+    if (ct < 0) ct = kgx_body_int(r->body, "completion_tokens");
+    kgx_metrics_observe_tokens(pt, ct);
+    add_answer(j, c->idx, r->body, r->body_len, r->total_ms, pt, ct);
     c->state = CH_DONE;
     j->ndone++;
     if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
@@ -559,7 +568,8 @@ static void job_write(job_t *j)
     if (!e->db) {
         print_dry_report(j);
         e->done_here++;
-        job_free(j);
+        job_reset_chunks(j);
+        j->state = JOB_DEAD;
         return;
     }
     const char *triples = "[]";
@@ -705,6 +715,7 @@ static void pump(kgx_engine_t *e)
         /* splits and write retries that are due */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
             nx = j->next;
+            if (j->state == JOB_DEAD) { job_free(j); continue; }
             if (j->not_before > now) continue;
             if (j->state == JOB_WRITE_WAIT) job_write(j);
             else if (j->state == JOB_ACTIVE && !j->split_done) job_split(j);
@@ -726,6 +737,10 @@ static void pump(kgx_engine_t *e)
         maybe_claim(e);
     } while (e->repump);
     e->pumping = 0;
+    for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
+        nx = j->next;
+        if (j->state == JOB_DEAD) job_free(j);
+    }
     maybe_finish(e);
     if (!e->finished) arm_wake(e);
 }
