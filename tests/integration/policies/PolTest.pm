@@ -1,0 +1,65 @@
+package PolTest;
+# Database helpers shared by tests/integration/policy_*.t (on top of tests/lib/KgxTest.pm).
+#
+#   add_drawers($dsn, [{id, document, wing?, room?, metadata?}, …])   creates mempalace_drawers when
+#        missing; values travel as one JSON document (byte-exact, no quoting of the text itself)
+#   my $rows = sql_json($dsn, 'SELECT …')      rows as a list of hashes (json_agg), exact strings
+#   my $edges = edges($dsn)                     [{s, rel, o, support, raw}] read through Cypher
+#   my $q = queue($dsn)                         { drawer_id => {completed, error, attempts, triples} }
+use strict;
+use warnings;
+use KgxTest;
+use JSON::PP ();
+use Exporter 'import';
+our @EXPORT = qw(add_drawers sql_json edges queue cypher_json AGE);
+
+my $J = JSON::PP->new->utf8->canonical;
+use constant AGE => qq{LOAD 'age';\nSET search_path = ag_catalog, "\$user", public;\n};
+
+sub _tag { my $t; do { $t = sprintf('j%08x', int rand 0xffffffff) } while (index($_[0], "\$$t\$") >= 0); return "\$$t\$" }
+
+sub add_drawers {
+    my ($dsn, $list) = @_;
+    my $json = $J->encode([map { { id => $_->{id}, wing => $_->{wing} // 'w', room => $_->{room} // 'r',
+                                   document => $_->{document}, metadata => $_->{metadata} } } @$list]);
+    my $tag = _tag($json);
+    psql($dsn, "CREATE TABLE IF NOT EXISTS public.mempalace_drawers (id text PRIMARY KEY, wing text, room text, document text, metadata jsonb);\n"
+             . "INSERT INTO public.mempalace_drawers (id, wing, room, document, metadata)\n"
+             . " SELECT id, wing, room, document, metadata FROM jsonb_to_recordset($tag$json${tag}::jsonb)"
+             . " AS x(id text, wing text, room text, document text, metadata jsonb)");
+}
+
+sub sql_json {
+    my ($dsn, $sql, $prefix) = @_;
+    my $out = psql($dsn, ($prefix // '') . "SELECT coalesce(json_agg(x), '[]'::json) FROM ($sql) x");
+    $out =~ s/^.*\n//s while $out =~ /\n/ && $out !~ /^\s*\[/;   # LOAD/SET print nothing with -q, but be safe
+    return $J->decode($out);
+}
+
+# a Cypher query whose RETURN columns are listed in @cols (agtype); values come back as agtype::text
+# (a string exactly as stored, without quotes; numbers as text)
+sub cypher_json {
+    my ($dsn, $graph, $query, @cols) = @_;
+    my $tag = _tag($query);
+    my $as = join(', ', map { "$_ agtype" } @cols);
+    my $sel = join(', ', map { "$_\::text AS $_" } @cols);
+    my $rows = sql_json($dsn, "SELECT $sel FROM cypher('$graph', $tag$query$tag) AS ($as)", AGE);
+    return $rows;
+}
+
+sub edges {
+    my ($dsn, $graph) = @_;
+    my $rows = cypher_json($dsn, $graph // 'mempalace_kg',
+        'MATCH (a:Entity)-[r:RELATION]->(b:Entity) RETURN a.name, r.relation_type, b.name, r.support, r.raw_relation_type',
+        qw(s rel o support raw));
+    return [sort { "$a->{s}|$a->{rel}|$a->{o}" cmp "$b->{s}|$b->{rel}|$b->{o}" } @$rows];
+}
+
+sub queue {
+    my ($dsn) = @_;
+    my $rows = sql_json($dsn, 'SELECT drawer_id, completed_at IS NOT NULL AS completed, error, attempts, triples_extracted AS triples'
+                            . ' FROM public.mempalace_kg_extraction_queue');
+    return { map { $_->{drawer_id} => $_ } @$rows };
+}
+
+1;

@@ -1,0 +1,63 @@
+-- likes — prompts/default.lua with `likes` added to the vocabulary (policy_reapply.t, policy_reload.t).
+--
+-- One /completion request per chunk; the model answers {"triples":[…]} under a JSON schema; the
+-- predicate is mapped onto the 39-name vocabulary (unknown ones become `other`, the raw kept).
+-- Edit the prompt, the knobs or the vocabulary below; `kill -HUP` the daemon to reload, or try it
+-- first with `kgx-run --dry-run samples/drawers.jsonl --policy prompts/default.lua`.
+name = "likes"
+version = "2"
+
+local llama  = require "llama"
+local parser = require "parse"
+local splitter = require "split"
+local vocab  = require "vocab"
+local entity = require "entity"
+
+-- Knobs --------------------------------------------------------------------------------------
+local N_PREDICT   = 512      -- output cap in tokens (also capped at 30 % of the per-slot context)
+local TEMPERATURE = 0.1
+local VOCAB       = vocab.custom({ likes = { "enjoys", "loves" } })   -- the change under test
+local MAX_TRIPLES = (kgx.config.max_triples or 0) > 0 and kgx.config.max_triples or 10
+
+-- The prompt. Fixed text only: the drawer's text is appended after a line "TEXT:".
+local PROMPT = ([[
+Extract facts from the text after TEXT: as knowledge-graph triples.
+- Only facts explicitly stated in the text; no outside knowledge.
+- Skip meta-observations about the conversation (greetings, who asked what).
+- Subject and object: short names of people, projects, services, tools, places; never pronouns.
+- Predicate: one of %s; "other" if none fits.
+- Confidence: integer 0-100, how clearly the text states the fact.
+- At most %d facts. JSON only, this shape:
+{"triples":[{"subject":"<name>","predicate":"<predicate>","object":"<name>","confidence":<0-100>}]}
+No facts: {"triples":[]}]]):format(table.concat(VOCAB.names, ","), MAX_TRIPLES)
+
+local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES })
+
+-- Hooks --------------------------------------------------------------------------------------
+function split(drawer, ctx)
+    ctx = ctx or {}
+    return (splitter.split(drawer.document, {
+        n_ctx = ctx.n_ctx, shrink = ctx.shrink,
+        instruction_tokens = llama.overhead_tokens(PROMPT, "completion"),
+        n_predict = llama.n_predict(N_PREDICT, ctx.n_ctx),
+    }))
+end
+
+function request(chunk, drawer, ctx)
+    ctx = ctx or {}
+    return llama.completion({
+        instructions = PROMPT, text = chunk, schema = SCHEMA,
+        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE,
+    })
+end
+
+-- An unparseable answer raises: the host fails this attempt and retries the drawer later.
+function parse(body, chunk, drawer)
+    local triples, err = parser.parse(body)
+    if not triples then error("unparseable answer: " .. err, 0) end
+    return entity.cap(triples, MAX_TRIPLES)
+end
+
+function accept(triple, drawer)
+    return entity.accept(triple, drawer, { vocab = VOCAB })
+end
