@@ -72,14 +72,15 @@ char *kgx_config_endpoint_base(const char *url)
     if (!s) return NULL;
     size_t n = strlen(s);
     while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    size_t host_at = (size_t)(strstr(s, "://") - s) + 3;   /* the scheme was checked above */
     static const char *suffixes[] = { "/v1/chat/completions", "/chat/completions", "/completion",
                                       "/completions", "/v1", NULL };
     for (;;) {
-        while (n && s[n - 1] == '/') s[--n] = 0;
+        while (n > host_at && s[n - 1] == '/') s[--n] = 0;
         int stripped = 0;
         for (int i = 0; suffixes[i]; i++) {
             size_t k = strlen(suffixes[i]);
-            if (n > k && strcmp(s + n - k, suffixes[i]) == 0) {
+            if (n >= host_at + k && strcmp(s + n - k, suffixes[i]) == 0) {
                 n -= k;
                 s[n] = 0;
                 stripped = 1;
@@ -88,8 +89,7 @@ char *kgx_config_endpoint_base(const char *url)
         }
         if (!stripped) break;
     }
-    const char *host = strstr(s, "://") + 3;
-    if (!*host) { free(s); return NULL; }
+    if (n <= host_at || s[host_at] == '/') { free(s); return NULL; }
     return s;
 }
 
