@@ -71,7 +71,7 @@ struct kgx_engine {
     int njobs, in_flight;
     int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
     double retry_base_ms;
-    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog;
+    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;
     kgx_queue_counts_t counts;
     int have_counts, counts_busy;
@@ -187,6 +187,7 @@ static void job_split(job_t *j)
     if (ref < 0) {
         char msg[1100];
         snprintf(msg, sizeof msg, "policy: %s", err);
+        j->split_done = 0;        /* split again when the retry is due (else the job never moves again) */
         job_charge(j, KGX_M_ERR_POLICY, msg);
         return;
     }
@@ -948,18 +949,66 @@ static void signal_cb(uv_signal_t *s, int signum)
     begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+static void forget_cb_timer(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    uv_stop(&e->loop);
+}
+
+static void forget_cb(long long n, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    uv_stop(&e->loop);
+}
+
+/* Ends the run: the worker's row in kgx_workers goes first (best effort), then the loop stops. */
 static void finish(kgx_engine_t *e, int code)
 {
     if (e->finished) return;
     e->finished = 1;
     e->exit_code = code;
+    if (e->db && kgx_db_is_up(e->db) && !kgx_queue_forget_worker(e->db, e->worker, forget_cb, e)) {
+        uv_timer_start(&e->stop_deadline, forget_cb_timer, 2000, 0);
+        return;
+    }
     uv_stop(&e->loop);
 }
 
 /* ------------------------------------------------------------------ status */
 
-char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_engine_t *e, const char *policy_name,
-                      const char *policy_version, size_t *len)
+/* This process's live state as JSON object members (no braces). */
+static void engine_state_json(kgx_buf_t *b, const kgx_engine_t *e)
+{
+    char host[128] = "";
+    gethostname(host, sizeof host - 1);
+    kgx_buf_adds(b, "\"worker_id\":");
+    kgx_buf_json_str(b, e->worker);
+    kgx_buf_adds(b, ",\"host\":");
+    kgx_buf_json_str(b, host);
+    kgx_buf_printf(b, ",\"pid\":%d,\"policy\":{\"name\":", (int)getpid());
+    kgx_buf_json_str(b, kgx_script_name(e->script));
+    kgx_buf_adds(b, ",\"version\":");
+    kgx_buf_json_str(b, kgx_script_version(e->script));
+    kgx_buf_printf(b, "},\"in_flight\":%d,\"drawers_in_memory\":%d,\"completed\":%llu,"
+                      "\"parked\":%llu,\"retries\":%llu,\"stopping\":%s,\"uptime_s\":%.0f",
+                   e->in_flight, e->njobs, e->done_here, e->parked_here, e->retries_here,
+                   e->stopping ? "true" : "false", (double)(uv_now((uv_loop_t *)&e->loop) - e->start_t) / 1000.0);
+    kgx_buf_adds(b, ",\"endpoints\":[");
+    for (int i = 0; i < e->eps.n; i++) {
+        const kgx_endpoint_t *ep = &e->eps.ep[i];
+        kgx_buf_adds(b, i ? ",{\"url\":" : "{\"url\":");
+        kgx_buf_json_str(b, ep->base);
+        kgx_buf_printf(b, ",\"state\":\"%s\",\"in_flight\":%d,\"slots\":%d,\"n_ctx\":%d,"
+                          "\"requests\":%llu,\"last_error\":",
+                       kgx_endpoint_state_name(ep->state), ep->in_flight, ep->slots, ep->n_ctx, ep->requests);
+        kgx_buf_json_str(b, ep->last_error[0] ? ep->last_error : NULL);
+        kgx_buf_adds(b, "}");
+    }
+    kgx_buf_adds(b, "]");
+}
+
+char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_engine_t *e, const char *workers_json,
+                      const char *policy_name, const char *policy_version, size_t *len)
 {
     kgx_buf_t b = { 0 };
     kgx_buf_printf(&b, "{\"queue_depth\":%lld,\"in_progress\":%lld,\"completed_today\":%lld,"
@@ -975,28 +1024,25 @@ char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_engine_t *e, const 
     kgx_buf_json_str(&b, policy_version);
     kgx_buf_adds(&b, "}");
     if (e) {
-        kgx_buf_adds(&b, ",\"worker_id\":");
-        kgx_buf_json_str(&b, e->worker);
-        kgx_buf_printf(&b, ",\"process\":{\"in_flight\":%d,\"drawers_in_memory\":%d,\"completed\":%llu,"
-                           "\"parked\":%llu,\"retries\":%llu,\"stopping\":%s}",
-                       e->in_flight, e->njobs, e->done_here, e->parked_here, e->retries_here,
-                       e->stopping ? "true" : "false");
-        kgx_buf_adds(&b, ",\"endpoints\":[");
-        for (int i = 0; i < e->eps.n; i++) {
-            const kgx_endpoint_t *ep = &e->eps.ep[i];
-            kgx_buf_adds(&b, i ? ",{\"url\":" : "{\"url\":");
-            kgx_buf_json_str(&b, ep->base);
-            kgx_buf_printf(&b, ",\"state\":\"%s\",\"in_flight\":%d,\"slots\":%d,\"n_ctx\":%d,"
-                               "\"requests\":%llu,\"last_error\":",
-                           kgx_endpoint_state_name(ep->state), ep->in_flight, ep->slots, ep->n_ctx,
-                           ep->requests);
-            kgx_buf_json_str(&b, ep->last_error[0] ? ep->last_error : NULL);
-            kgx_buf_adds(&b, "}");
-        }
-        kgx_buf_adds(&b, "]");
+        kgx_buf_adds(&b, ",\"process\":{");
+        engine_state_json(&b, e);
+        kgx_buf_adds(&b, "}");
     }
+    if (workers_json) kgx_buf_printf(&b, ",\"workers\":%s", workers_json);
     kgx_buf_printf(&b, ",\"version\":\"%s\"}", KGX_VERSION);
     return kgx_buf_steal(&b, len);
+}
+
+static void publish_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    if (!e->db || e->stopping || !kgx_db_is_up(e->db)) return;
+    kgx_buf_t b = { 0 };
+    kgx_buf_adds(&b, "{");
+    engine_state_json(&b, e);
+    kgx_buf_adds(&b, "}");
+    kgx_queue_publish_worker(e->db, e->worker, b.p, NULL, NULL);
+    kgx_buf_free(&b);
 }
 
 static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
@@ -1006,7 +1052,7 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
         kgx_queue_counts_t zero = { 0 };
         resp->status = 200;
         resp->content_type = "application/json";
-        resp->body = kgx_status_json(e->have_counts ? &e->counts : &zero, e, kgx_script_name(e->script),
+        resp->body = kgx_status_json(e->have_counts ? &e->counts : &zero, e, NULL, kgx_script_name(e->script),
                                      kgx_script_version(e->script), &resp->body_len);
     } else if (!strcmp(path, "/metrics")) {
         kgx_metrics.in_flight = e->in_flight;
@@ -1106,7 +1152,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         }
     }
     uv_timer_t *timers[] = { &e->wake, &e->poll, &e->progress, &e->heartbeat, &e->refresh,
-                             &e->stop_deadline, &e->watchdog };
+                             &e->stop_deadline, &e->watchdog, &e->publish };
     for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
         uv_timer_init(&e->loop, timers[i]);
         timers[i]->data = e;
@@ -1138,9 +1184,8 @@ int kgx_engine_run(kgx_engine_t *e)
                        (uint64_t)(c->progress_interval * 1000));
         uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
         uv_timer_start(&e->heartbeat, heartbeat_cb, hb, hb);
-        if (e->httpd) {
-            uv_timer_start(&e->refresh, refresh_cb, 0, 5000);
-        }
+        if (e->httpd) uv_timer_start(&e->refresh, refresh_cb, 0, 5000);
+        uv_timer_start(&e->publish, publish_cb, 200, 5000);
     }
     long wd = kgx_notify_watchdog_ms();
     if (wd > 0) uv_timer_start(&e->watchdog, watchdog_cb, (uint64_t)wd / 2, (uint64_t)wd / 2);

@@ -87,6 +87,16 @@ static void print_status_text(const kgx_queue_counts_t *c, const char *pname, co
     if (have_graph) printf("graph                %lld entities, %lld edges, %lld supports\n", ents, edges, sup);
 }
 
+/* The live workers (kgx_workers), one block each. */
+static void print_workers_text(const char *workers)
+{
+    if (!workers || !workers[0]) {
+        printf("workers              none running (none seen in the last 60 s)\n");
+        return;
+    }
+    printf("workers\n%s\n", workers);
+}
+
 static int run_status(const kgx_config_t *cfg, const char *policy)
 {
     char err[1024];
@@ -103,13 +113,14 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
     }
     long long ents = 0, edges = 0, sup = 0;
     int have_graph = kgx_graph_stats(c, cfg->graph, &ents, &edges, &sup, err, sizeof err) == 0;
+    char *workers = cfg->json ? kgx_queue_workers_json(c, err, sizeof err) : kgx_queue_workers_text(c, err, sizeof err);
     PQfinish(c);
     char perr[1024];
     kgx_script_t *s = policy ? load_policy(cfg, policy, perr, sizeof perr) : NULL;
     const char *pname = s ? kgx_script_name(s) : NULL, *pver = s ? kgx_script_version(s) : NULL;
     if (cfg->json) {
         size_t len;
-        char *js = kgx_status_json(&k, NULL, pname, pver, &len);
+        char *js = kgx_status_json(&k, NULL, workers ? workers : "[]", pname, pver, &len);
         /* graph numbers ride along when the graph exists */
         if (have_graph && len > 1) {
             js[len - 1] = 0;
@@ -120,7 +131,9 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         free(js);
     } else {
         print_status_text(&k, pname, pver, ents, edges, sup, have_graph);
+        print_workers_text(workers);
     }
+    free(workers);
     kgx_script_free(s);
     return 0;
 }

@@ -300,3 +300,54 @@ int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *er
     PQclear(r);
     return rc;
 }
+
+/* ------------------------------------------------------------------ live workers */
+
+int kgx_queue_publish_worker(kgx_db_t *db, const char *worker, const char *state_json, kgx_queue_done_cb cb, void *ud)
+{
+    static const char sql[] =
+        "INSERT INTO public.kgx_workers (worker_id, state) VALUES ($1, $2::jsonb)"
+        " ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), state = EXCLUDED.state";
+    const char *p[] = { worker, state_json };
+    return run_op(db, sql, 2, p, op_done, NULL, cb, ud);
+}
+
+int kgx_queue_forget_worker(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud)
+{
+    static const char sql[] = "DELETE FROM public.kgx_workers WHERE worker_id = $1 OR seen_at < now() - interval '1 day'";
+    const char *p[] = { worker };
+    return run_op(db, sql, 1, p, op_done, NULL, cb, ud);
+}
+
+char *kgx_queue_workers_json(PGconn *c, char *err, size_t errlen)
+{
+    static const char sql[] =
+        "SELECT coalesce(jsonb_agg(jsonb_build_object('worker_id', worker_id, 'started_at', started_at,"
+        "       'seen_at', seen_at) || state ORDER BY worker_id), '[]'::jsonb)::text"
+        "  FROM public.kgx_workers WHERE seen_at > now() - interval '60 seconds'";
+    PGresult *r = PQexec(c, sql);
+    char *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) first_line(err, errlen, "workers: ", PQresultErrorMessage(r));
+    else out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return out;
+}
+
+char *kgx_queue_workers_text(PGconn *c, char *err, size_t errlen)
+{
+    static const char sql[] =
+        "SELECT coalesce(string_agg(format('  %s  policy=%s %s  in_flight=%s  completed=%s  seen %ss ago\n%s',"
+        "         worker_id, state->'policy'->>'name', state->'policy'->>'version', state->>'in_flight',"
+        "         state->>'completed', round(extract(epoch FROM now() - seen_at))::int,"
+        "         (SELECT string_agg(format('    endpoint %s %s in_flight=%s slots=%s n_ctx=%s%s', e->>'url',"
+        "                  e->>'state', e->>'in_flight', e->>'slots', e->>'n_ctx',"
+        "                  coalesce(' last_error=' || (e->>'last_error'), '')), E'\n')"
+        "            FROM jsonb_array_elements(state->'endpoints') e)), E'\n' ORDER BY worker_id), '')"
+        "  FROM public.kgx_workers WHERE seen_at > now() - interval '60 seconds'";
+    PGresult *r = PQexec(c, sql);
+    char *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) first_line(err, errlen, "workers: ", PQresultErrorMessage(r));
+    else out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return out;
+}

@@ -50,6 +50,13 @@ int kgx_queue_unclaim(kgx_db_t *db, const char *drawer_id, long long token, kgx_
 int kgx_queue_release_all(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud);
 /* Renews the lease of every row this worker holds. */
 int kgx_queue_heartbeat(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud);
+/* Publishes this worker's live state (a JSON object) into kgx_workers; gone = remove the row. */
+int kgx_queue_publish_worker(kgx_db_t *db, const char *worker, const char *state_json, kgx_queue_done_cb cb, void *ud);
+int kgx_queue_forget_worker(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, void *ud);
+/* JSON array of the workers seen in the last 60 s (malloc'd), or NULL with err. Blocking. */
+char *kgx_queue_workers_json(PGconn *c, char *err, size_t errlen);
+/* The same as readable lines (malloc'd; "" when none). */
+char *kgx_queue_workers_text(PGconn *c, char *err, size_t errlen);
 int kgx_queue_counts(kgx_db_t *db, double lease_s, kgx_queue_counts_cb cb, void *ud);
 int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out, char *err, size_t errlen);
 /* Queues every drawer not yet in the queue or not completed (at most limit; 0 = all). */
