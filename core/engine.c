@@ -71,7 +71,7 @@ struct kgx_engine {
     int njobs, in_flight;
     int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
     double retry_base_ms;
-    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
+    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish, bar;
     uv_signal_t sig_term, sig_int, sig_hup;
     kgx_queue_counts_t counts;
     int have_counts, counts_busy;
@@ -760,12 +760,7 @@ static void print_progress(kgx_engine_t *e, const kgx_queue_counts_t *c, int fin
     if (final) kgx_progress_final(line, sizeof line, &p);
     else kgx_progress_line(line, sizeof line, &p);
     const char *js = getenv("JOURNAL_STREAM");
-    fprintf(stderr, "%s%s\n", js && *js ? "<6>" : "", line);
-    if (e->tty && !final) {
-        char bar[256];
-        kgx_progress_bar(bar, sizeof bar, &p, 30);
-        fprintf(stderr, "%s\n", bar);
-    }
+    fprintf(stderr, "%s%s%s\n", e->tty ? "\r\033[K" : "", js && *js ? "<6>" : "", line);
     e->prev_completed = c->completed_total;
     e->prev_t = now;
 }
@@ -848,6 +843,25 @@ static void progress_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
     if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
+}
+
+/* A live bar on a terminal (never under systemd or when piped): redrawn each second in place. */
+static void bar_counts_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (err || e->finished || e->stopping) return;
+    double rate = c->drawers_per_min_5m;
+    kgx_progress_t p = { c->completed_total, c->in_progress, c->queue_depth, c->errors_total, rate,
+                         (double)(now_ms(e) - e->start_t) / 1000.0 };
+    char bar[256];
+    kgx_progress_bar(bar, sizeof bar, &p, 30);
+    fprintf(stderr, "\r%s\033[K", bar);
+}
+
+static void bar_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, bar_counts_cb, e);
 }
 
 static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
@@ -1152,7 +1166,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         }
     }
     uv_timer_t *timers[] = { &e->wake, &e->poll, &e->progress, &e->heartbeat, &e->refresh,
-                             &e->stop_deadline, &e->watchdog, &e->publish };
+                             &e->stop_deadline, &e->watchdog, &e->publish, &e->bar };
     for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
         uv_timer_init(&e->loop, timers[i]);
         timers[i]->data = e;
@@ -1186,6 +1200,7 @@ int kgx_engine_run(kgx_engine_t *e)
         uv_timer_start(&e->heartbeat, heartbeat_cb, hb, hb);
         if (e->httpd) uv_timer_start(&e->refresh, refresh_cb, 0, 5000);
         uv_timer_start(&e->publish, publish_cb, 200, 5000);
+        if (e->tty && c->mode == KGX_MODE_BACKFILL) uv_timer_start(&e->bar, bar_cb, 1000, 1000);
     }
     long wd = kgx_notify_watchdog_ms();
     if (wd > 0) uv_timer_start(&e->watchdog, watchdog_cb, (uint64_t)wd / 2, (uint64_t)wd / 2);
