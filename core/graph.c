@@ -63,6 +63,27 @@ static int exec_ok(PGconn *c, const char *sql, const char *what, char *err, size
     return ok ? 0 : -1;
 }
 
+/* FNV-1a of the schema text: the version stamp that lets a restart skip DDL (and its locks on the
+ * live queue table) when the database already has this exact schema. */
+static unsigned long long schema_hash(const char *sql)
+{
+    unsigned long long h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++) h = (h ^ *p) * 1099511628211ULL;
+    return h;
+}
+
+static int schema_current(PGconn *c, const char *graph, const char *stamp)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT obj_description(to_regprocedure('public.kgx_%s_write(text,text,bigint,jsonb,jsonb)'), 'pg_proc')",
+             graph);
+    PGresult *r = PQexec(c, sql);
+    int same = PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0) && !strcmp(PQgetvalue(r, 0, 0), stamp);
+    PQclear(r);
+    return same;
+}
+
 int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, size_t errlen)
 {
     if (!graph_ok(graph)) {
@@ -78,17 +99,26 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
             return -1;
         }
     }
-    PGresult *r = PQexec(c, "SELECT 1 FROM pg_extension WHERE extname = 'age'");
-    int have_age = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    PQclear(r);
-    if (!have_age && exec_ok(c, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, errlen))
-        return -1;
     char *sql = subst_graph(schema_sql, graph);
-    /* one transaction, serialised across processes starting together */
+    char stamp[64], comment[256];
+    snprintf(stamp, sizeof stamp, "kgx schema %016llx", schema_hash(sql));
+    if (schema_current(c, graph, stamp)) {
+        free(sql);
+        return 0;
+    }
+    snprintf(comment, sizeof comment,
+             "COMMENT ON FUNCTION public.kgx_%s_write(text,text,bigint,jsonb,jsonb) IS '%s'", graph, stamp);
+    /* one transaction, serialised across processes starting together; the loser re-checks */
     int rc = exec_ok(c, "BEGIN", "schema", err, errlen);
     if (!rc) rc = exec_ok(c, "SELECT pg_advisory_xact_lock(hashtext('kgx-schema'))", "schema lock", err, errlen);
+    if (!rc && schema_current(c, graph, stamp)) {
+        free(sql);
+        return exec_ok(c, "COMMIT", "schema commit", err, errlen);
+    }
     if (!rc) rc = exec_ok(c, "SET LOCAL client_min_messages = warning", "schema", err, errlen);
+    if (!rc) rc = exec_ok(c, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, errlen);
     if (!rc) rc = exec_ok(c, sql, "schema", err, errlen);
+    if (!rc) rc = exec_ok(c, comment, "schema stamp", err, errlen);
     if (!rc) rc = exec_ok(c, "COMMIT", "schema commit", err, errlen);
     else {
         PGresult *rb = PQexec(c, "ROLLBACK");
