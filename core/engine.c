@@ -73,6 +73,9 @@ struct kgx_engine {
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish, bar;
     uv_signal_t sig_term, sig_int, sig_hup;
+    uv_fs_event_t watch_policy, watch_plugins;   /* editors save by rename: watch the directories */
+    uv_timer_t reload_debounce;
+    int watching;
     kgx_queue_counts_t counts;
     int have_counts, counts_busy;
     long long prev_completed;
@@ -948,16 +951,50 @@ static void begin_stop(kgx_engine_t *e, const char *why)
 }
 
 
+static void reload_policy(kgx_engine_t *e, const char *why)
+{
+    char err[1024];
+    kgx_notify("RELOADING=1");
+    if (kgx_script_reload(e->script, err, sizeof err))
+        log_err("policy reload (%s) failed, keeping %s %s: %s", why, kgx_script_name(e->script),
+                kgx_script_version(e->script), err);
+    else
+        log_info("policy reloaded (%s): %s version %s", why, kgx_script_name(e->script), kgx_script_version(e->script));
+    kgx_notify("READY=1");
+}
+
+static void reload_debounce_cb(uv_timer_t *t) { reload_policy(t->data, "file changed"); }
+
+static void watch_cb(uv_fs_event_t *w, const char *filename, int events, int status)
+{
+    kgx_engine_t *e = w->data;
+    size_t n = filename ? strlen(filename) : 0;
+    if (status < 0 || n < 4 || strcmp(filename + n - 4, ".lua")) return;
+    uv_timer_start(&e->reload_debounce, reload_debounce_cb, 500, 0);
+}
+
+static void start_watching(kgx_engine_t *e)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", kgx_script_path(e->script));
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else snprintf(dir, sizeof dir, ".");
+    uv_fs_event_init(&e->loop, &e->watch_policy);
+    uv_fs_event_init(&e->loop, &e->watch_plugins);
+    e->watch_policy.data = e->watch_plugins.data = e;
+    int a = uv_fs_event_start(&e->watch_policy, watch_cb, dir, 0);
+    int b = kgx_script_plugins_dir(e->script)
+        ? uv_fs_event_start(&e->watch_plugins, watch_cb, kgx_script_plugins_dir(e->script), 0) : -1;
+    if (a < 0 && b < 0) log_warn("cannot watch the policy files (%s); reload with SIGHUP", uv_strerror(a));
+    else log_debug("watching %s for policy changes", dir);
+}
+
 static void signal_cb(uv_signal_t *s, int signum)
 {
     kgx_engine_t *e = s->data;
     if (signum == SIGHUP) {
-        char err[1024];
-        if (kgx_script_reload(e->script, err, sizeof err))
-            log_err("policy reload failed, keeping %s %s: %s", kgx_script_name(e->script),
-                    kgx_script_version(e->script), err);
-        else
-            log_info("policy reloaded: %s version %s", kgx_script_name(e->script), kgx_script_version(e->script));
+        reload_policy(e, "SIGHUP");
         return;
     }
     begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -1166,7 +1203,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         }
     }
     uv_timer_t *timers[] = { &e->wake, &e->poll, &e->progress, &e->heartbeat, &e->refresh,
-                             &e->stop_deadline, &e->watchdog, &e->publish, &e->bar };
+                             &e->stop_deadline, &e->watchdog, &e->publish, &e->bar, &e->reload_debounce };
     for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
         uv_timer_init(&e->loop, timers[i]);
         timers[i]->data = e;
@@ -1202,6 +1239,7 @@ int kgx_engine_run(kgx_engine_t *e)
         uv_timer_start(&e->publish, publish_cb, 200, 5000);
         if (e->tty && c->mode == KGX_MODE_BACKFILL) uv_timer_start(&e->bar, bar_cb, 1000, 1000);
     }
+    if (c->mode == KGX_MODE_DAEMON) start_watching(e);
     long wd = kgx_notify_watchdog_ms();
     if (wd > 0) uv_timer_start(&e->watchdog, watchdog_cb, (uint64_t)wd / 2, (uint64_t)wd / 2);
     kgx_notify("READY=1");

@@ -852,6 +852,8 @@ void kgx_script_free(kgx_script_t *s)
 
 const char *kgx_script_name(const kgx_script_t *s) { return s ? s->pol.name : NULL; }
 const char *kgx_script_version(const kgx_script_t *s) { return s ? s->pol.version : NULL; }
+const char *kgx_script_plugins_dir(const kgx_script_t *s) { return s ? s->plugins_dir : NULL; }
+
 const char *kgx_script_path(const kgx_script_t *s) { return s ? s->path : NULL; }
 
 void kgx_script_set_n_ctx(kgx_script_t *s, int n_ctx)

@@ -96,6 +96,7 @@ void kgx_script_free(kgx_script_t *s);              /* NULL ok */
 const char *kgx_script_name(const kgx_script_t *s);
 const char *kgx_script_version(const kgx_script_t *s);
 const char *kgx_script_path(const kgx_script_t *s);
+const char *kgx_script_plugins_dir(const kgx_script_t *s);
 /* Update kgx.config.n_ctx (the server's per-slot context learned from /props). */
 void kgx_script_set_n_ctx(kgx_script_t *s, int n_ctx);
 
