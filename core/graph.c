@@ -167,20 +167,13 @@ int kgx_graph_is_transient(const char *sqlstate, const char *err)
         || !strcmp(sqlstate, "53300") || !strcmp(sqlstate, "55P03");
 }
 
-typedef struct { kgx_graph_answers_cb cb; void *ud; } page_ctx_t;
-
-static void page_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *after, const char *only,
+                                  int limit, char *err, size_t errlen)
 {
-    page_ctx_t *p = ud;
-    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) p->cb(NULL, err ? err : "query failed", p->ud);
-    else p->cb(res, NULL, p->ud);
-    free(p);
-}
-
-int kgx_graph_answers_page(kgx_db_t *db, const char *graph, const char *after, const char *only,
-                           int limit, kgx_graph_answers_cb cb, void *ud)
-{
-    if (!graph_ok(graph)) return -1;
+    if (!graph_ok(graph)) {
+        snprintf(err, errlen, "invalid graph name");
+        return NULL;
+    }
     char sql[1024], lim[16];
     snprintf(sql, sizeof sql,
              "WITH ids AS (SELECT DISTINCT a.drawer_id FROM public.kgx_%s_answers a"
@@ -193,12 +186,36 @@ int kgx_graph_answers_page(kgx_db_t *db, const char *graph, const char *after, c
              "  ORDER BY a.drawer_id, a.chunk", graph, graph);
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = { after ? after : "", only, lim };
-    page_ctx_t *c = malloc(sizeof *c);
-    c->cb = cb;
-    c->ud = ud;
-    int rc = kgx_db_query(db, sql, 3, p, page_done, c);
-    if (rc) free(c);
-    return rc;
+    PGresult *r = PQexecParams(c, sql, 3, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        first_line(err, errlen, "reading stored answers: ", PQresultErrorMessage(r));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+int kgx_graph_write_blocking(PGconn *c, const char *graph, const char *drawer_id, const char *triples_json,
+                             char *err, size_t errlen)
+{
+    if (!graph_ok(graph)) return -2;
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT public.kgx_%s_write($1, NULL, NULL, $2::jsonb, NULL)", graph);
+    const char *p[] = { drawer_id, triples_json };
+    for (int attempt = 0; attempt < 20; attempt++) {
+        PGresult *r = PQexecParams(c, sql, 2, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            int n = atoi(PQgetvalue(r, 0, 0));
+            PQclear(r);
+            return n;
+        }
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        first_line(err, errlen, "", PQresultErrorMessage(r));
+        int transient = kgx_graph_is_transient(st, err);
+        PQclear(r);
+        if (!transient) break;
+    }
+    return -2;
 }
 
 int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,

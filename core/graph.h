@@ -33,11 +33,15 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
                     kgx_graph_write_cb cb, void *ud);
 int kgx_graph_is_transient(const char *sqlstate, const char *err);
 
-/* Reapply: stored answers of completed drawers after `after` (keyset paging, ordered by id).
- * Row i: drawer id, wing, room, document, metadata, chunk, body (rows of one drawer adjacent). */
-typedef void (*kgx_graph_answers_cb)(const PGresult *res, const char *err, void *ud);
-int kgx_graph_answers_page(kgx_db_t *db, const char *graph, const char *after, const char *only,
-                           int limit, kgx_graph_answers_cb cb, void *ud);
+/* Reapply (blocking, a CLI mode): stored answers of completed drawers after `after` (keyset paging by
+ * id; `only` limits to one drawer). Row: drawer id, wing, room, document, metadata, chunk, body — the
+ * rows of one drawer adjacent. NULL with err on failure; caller PQclear()s. */
+PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *after, const char *only,
+                                  int limit, char *err, size_t errlen);
+/* Rewrites a completed drawer's facts (token NULL path of the write function), retrying transient
+ * errors. Returns facts written, -1 when the drawer is not completed, -2 on error (err set). */
+int kgx_graph_write_blocking(PGconn *c, const char *graph, const char *drawer_id, const char *triples_json,
+                             char *err, size_t errlen);
 
 /* Graph statistics (for --status and the demo): entities, edges, supports. Blocking. */
 int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,

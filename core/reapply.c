@@ -1,4 +1,5 @@
-/* reapply — see reapply.h. Blocking libpq is fine here: this is a one-shot CLI mode, not the loop. */
+/* reapply — see reapply.h. Blocking libpq is fine here: this is a one-shot CLI mode, not the loop;
+ * the SQL is graph.c's. */
 #include "reapply.h"
 #include "buf.h"
 #include "db.h"
@@ -10,29 +11,6 @@
 #include <string.h>
 
 #define PAGE 500
-
-static int write_one(PGconn *c, const char *graph, const char *drawer, const char *triples, char *err, size_t errlen)
-{
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT public.kgx_%s_write($1, NULL, NULL, $2::jsonb, NULL)", graph);
-    const char *p[] = { drawer, triples };
-    for (int attempt = 0; attempt < 20; attempt++) {
-        PGresult *r = PQexecParams(c, sql, 2, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-            int n = atoi(PQgetvalue(r, 0, 0));
-            PQclear(r);
-            return n;
-        }
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-        char *nl = strchr(err, '\n');
-        if (nl) *nl = 0;
-        int transient = kgx_graph_is_transient(st, err);
-        PQclear(r);
-        if (!transient) return -2;
-    }
-    return -2;
-}
 
 int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
 {
@@ -47,25 +25,13 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
         PQfinish(c);
         return 1;
     }
-    char sql[1024];
-    snprintf(sql, sizeof sql,
-             "WITH ids AS (SELECT DISTINCT a.drawer_id FROM public.kgx_%s_answers a"
-             "   JOIN public.mempalace_kg_extraction_queue q ON q.drawer_id = a.drawer_id AND q.completed_at IS NOT NULL"
-             "  WHERE a.drawer_id > $1 AND ($2::text IS NULL OR a.drawer_id = $2)"
-             "  ORDER BY a.drawer_id LIMIT %d)"
-             " SELECT a.drawer_id, d.wing, d.room, d.document, d.metadata::text, a.chunk, a.body"
-             "   FROM ids JOIN public.kgx_%s_answers a ON a.drawer_id = ids.drawer_id"
-             "   LEFT JOIN public.mempalace_drawers d ON d.id = a.drawer_id"
-             "  ORDER BY a.drawer_id, a.chunk", cfg->graph, PAGE, cfg->graph);
     char *after = strdup("");
     long long drawers = 0, facts = 0, dropped = 0, failed = 0, stale = 0;
     int rc = 0;
     for (;;) {
-        const char *p[] = { after, cfg->reapply_where };
-        PGresult *r = PQexecParams(c, sql, 2, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            fprintf(stderr, "error: reading stored answers: %s", PQresultErrorMessage(r));
-            PQclear(r);
+        PGresult *r = kgx_graph_answers_fetch(c, cfg->graph, after, cfg->reapply_where, PAGE, err, sizeof err);
+        if (!r) {
+            fprintf(stderr, "error: %s\n", err);
             rc = 1;
             break;
         }
@@ -116,7 +82,7 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
             kgx_script_job_free(script, job);
             if (ok) {
                 kgx_buf_adds(&t, t.len ? "]" : "[]");
-                int w = write_one(c, cfg->graph, id, t.p, err, sizeof err);
+                int w = kgx_graph_write_blocking(c, cfg->graph, id, t.p, err, sizeof err);
                 if (w >= 0) { drawers++; facts += w; }
                 else if (w == -1) stale++;
                 else { failed++; log_warn("drawer=%s reapply write failed: %s", id, err); }
