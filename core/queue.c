@@ -303,6 +303,17 @@ int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *er
 
 /* ------------------------------------------------------------------ live workers */
 
+/* The single value of a one-row, one-column query (malloc'd), or NULL with err. */
+static char *one_value(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c, sql);
+    char *out = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) first_line(err, errlen, "workers: ", PQresultErrorMessage(r));
+    else out = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return out;
+}
+
 int kgx_queue_publish_worker(kgx_db_t *db, const char *worker, const char *state_json, kgx_queue_done_cb cb, void *ud)
 {
     static const char sql[] =
@@ -325,12 +336,7 @@ char *kgx_queue_workers_json(PGconn *c, char *err, size_t errlen)
         "SELECT coalesce(jsonb_agg(jsonb_build_object('worker_id', worker_id, 'started_at', started_at,"
         "       'seen_at', seen_at) || state ORDER BY worker_id), '[]'::jsonb)::text"
         "  FROM public.kgx_workers WHERE seen_at > now() - interval '60 seconds'";
-    PGresult *r = PQexec(c, sql);
-    char *out = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) first_line(err, errlen, "workers: ", PQresultErrorMessage(r));
-    else out = strdup(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return out;
+    return one_value(c, sql, err, errlen);
 }
 
 char *kgx_queue_workers_text(PGconn *c, char *err, size_t errlen)
@@ -344,10 +350,5 @@ char *kgx_queue_workers_text(PGconn *c, char *err, size_t errlen)
         "                  coalesce(' last_error=' || (e->>'last_error'), '')), E'\n')"
         "            FROM jsonb_array_elements(state->'endpoints') e)), E'\n' ORDER BY worker_id), '')"
         "  FROM public.kgx_workers WHERE seen_at > now() - interval '60 seconds'";
-    PGresult *r = PQexec(c, sql);
-    char *out = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) first_line(err, errlen, "workers: ", PQresultErrorMessage(r));
-    else out = strdup(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return out;
+    return one_value(c, sql, err, errlen);
 }
