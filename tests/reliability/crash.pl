@@ -50,6 +50,7 @@ for my $sig (qw(TERM KILL)) {
         }
         my $left = psql($dsn, "SELECT count(*) FROM mempalace_kg_extraction_queue WHERE completed_at IS NULL");
         # finish: a restart with a short lease drains everything
+        fake_config($f, { latency_ms => 0 });
         my $t0 = now();
         my $r = backfill($dsn, $f, '--lease-seconds', 2);
         my $rec = now() - $t0;
