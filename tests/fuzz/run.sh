@@ -13,18 +13,20 @@ OUT=build/fuzz
 mkdir -p "$OUT"
 
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-        -fno-sanitize-recover=undefined -Icore $(pkg-config --cflags libuv)"
-LIBS="$(pkg-config --libs libuv) -lhttp_parser -lm"
+        -fno-sanitize-recover=undefined -Icore $(pkg-config --cflags libuv libcurl)"
+LIBS="$(pkg-config --libs libuv libcurl) -lhttp_parser -lm"
 
 # target -> the sources it needs (only these: other core files may be mid-edit)
 sources() {
     case "$1" in
         fuzz_httpd|fuzz_listen) echo "tests/fuzz/$1.c core/httpd.c core/log.c" ;;
+        fuzz_jsonl) echo "tests/fuzz/$1.c core/jsonl.c core/buf.c" ;;
+        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/endpoint.c core/buf.c core/log.c core/http.c" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
 }
 
-targets=${*:-"fuzz_httpd fuzz_listen"}
+targets=${*:-"fuzz_httpd fuzz_listen fuzz_jsonl fuzz_config"}
 rc=0
 for t in $targets; do
     echo "== $t: build"
