@@ -56,12 +56,14 @@ like($r->{headers}{'content-type'} // '', qr{^application/json}, 'as application
 my $st = eval { json_decode($r->{content}) } or diag("not JSON: $r->{content}");
 ok(exists $st->{$_}, "status key $_") for qw(queue_depth in_progress completed_today errors_total
     triples_extracted_5m drawers_per_min_5m stale_reclaimable parked retrying completed_total policy
-    worker_id process endpoints version);
-is($st->{worker_id}, 'ops-http', 'worker_id is ours');
+    process version);
 is($st->{policy}{name}, 'default', 'policy name');
-is(ref $st->{endpoints}, 'ARRAY', 'endpoints list');
-is($st->{endpoints}[0]{url}, $fake->{url}, 'endpoint url');
-ok(exists $st->{process}{$_}, "process.$_") for qw(in_flight completed parked retries stopping);
+my $p = $st->{process} // {};
+is($p->{worker_id}, 'ops-http', 'process.worker_id is ours');
+ok(exists $p->{$_}, "process.$_") for qw(in_flight completed parked retries stopping endpoints);
+is(ref $p->{endpoints}, 'ARRAY', 'process.endpoints list');
+is($p->{endpoints}[0]{url}, $fake->{url}, 'endpoint url');
+is($p->{endpoints}[0]{state}, 'up', 'endpoint state up');
 
 # work arrives while the daemon runs (the seed's enqueue): NOTIFY wakes it
 psql($dsn, q{INSERT INTO mempalace_drawers
@@ -100,6 +102,17 @@ ok(exists $seen{kgx_up}, 'kgx_up');
 $r = $ua->get("$base/kg-extract/status");
 $st = json_decode($r->{content});
 is($st->{process}{completed}, 5, 'status process.completed = 5');
+
+# --status from another process lists the running daemon (it publishes itself to kgx_workers)
+my $ws;
+ok(wait_until(15, sub {
+       my $x = run_kgx('--dsn', $dsn, '--status', '--json');
+       $ws = eval { json_decode($x->{out}) } or return 0;
+       return grep { ($_->{worker_id} // '') eq 'ops-http' } @{ $ws->{workers} // [] };
+   }), '--status --json lists the daemon under workers');
+my ($w) = grep { ($_->{worker_id} // '') eq 'ops-http' } @{ $ws->{workers} // [] };
+ok($w && exists $w->{seen_at} && ref $w->{endpoints} eq 'ARRAY', 'with seen_at and its endpoints');
+like(run_kgx('--dsn', $dsn, '--status')->{out}, qr/^workers\n\s+ops-http\b/m, 'text --status lists it too');
 
 $r = $ua->get("$base/no/such/path");
 is($r->{status}, 404, 'unknown path: 404');

@@ -43,7 +43,8 @@ my @seed_keys = qw(queue_depth in_progress completed_today errors_total triples_
 $r = run_kgx('--dsn', $dsn, '--status', '--json');
 is($r->{rc}, 0, '--status --json exits 0') or diag($r->{err});
 my $st = eval { json_decode($r->{out}) } or diag("not JSON: $r->{out}");
-ok(exists $st->{$_}, "key $_") for @seed_keys, qw(parked retrying waiting_retry completed_total total policy graph);
+ok(exists $st->{$_}, "key $_") for @seed_keys, qw(parked retrying waiting_retry completed_total total policy graph workers);
+is_deeply($st->{workers}, [], 'workers: none running');
 is($st->{completed_total}, $done_db, 'completed_total');
 is($st->{completed_today}, $done_db, 'completed_today');
 is($st->{errors_total}, $parked_db, 'errors_total = parked rows (the seed meaning: rows with an error)');
