@@ -56,7 +56,7 @@ my $T = quick() ? 1 : trials(3);
     my $new = 'Alice works on Zeus. Bob owns Hammer.';
     for my $t (1 .. $T2) {
         my $dsn = rel_db('requeue', 20, extra => [['dz', $old]]);
-        my $f = start_fake('--latency-ms', 1500);
+        my $f = start_fake('--latency-ms', quick() ? 800 : 1500);
         my $kg = spawn_kgx({ env => kgx_env() }, '--dsn', $dsn, '--endpoint', $f->{url}, '--backfill', '--progress-interval', 5);
         my $infl = wait_until(20, sub {
             my $r = HTTP::Tiny->new->get("$f->{url}/fake/stats?texts=1");

@@ -12,7 +12,7 @@ use Time::HiRes qw(sleep);
 use List::Util qw(max sum);
 
 my $N = quick() ? 120 : 400;
-my $K = quick() ? 3 : max(20, int(20 * trials(3) / 3));   # kill moments per signal
+my $K = $ENV{REL_CRASHES} // (quick() ? 3 : max(20, int(20 * trials(3) / 3)));   # kill moments per signal
 my $PER_DB = 5;
 my $ref = clean_ref($N);
 srand($ENV{REL_SEED} // time);

@@ -65,6 +65,50 @@ my $admin = admin_dsn();
                            $N, $ref->{secs}, @$n ? '; ' . join(' | ', @$n) : ''));
 }
 
+# write transactions aborted by the server: a trigger on the provenance table raises 40P01 (deadlock)
+# on the first 60 rows inserted and 40001 (serialization failure) on the next 60 (sequences are not
+# rolled back, so every failure is a distinct write attempt). Transient: retried, never charged.
+{
+    my $Tw = quick() ? 1 : $T;
+    my ($pass, $lost, $dups, @secs, @notes) = (0, 0, 0);
+    for my $t (1 .. $Tw) {
+        my $dsn = rel_db('db_wfail', 0);
+        my $f = start_fake();
+        my $r0 = backfill($dsn, $f);   # no drawers: creates the schema
+        psql($dsn, q{INSERT INTO public.mempalace_drawers SELECT 'd' || lpad(i::text, 5, '0'), 'wing' || (i % 3), 'room', }
+                 . RelLib::gen_text_sql() . qq{, '{}'::jsonb FROM generate_series(1, $N) i;
+            CREATE SEQUENCE rel_wfail;
+            CREATE FUNCTION rel_wfail() RETURNS trigger LANGUAGE plpgsql AS \$\$
+            DECLARE n bigint := nextval('rel_wfail');
+            BEGIN
+                IF n <= 60 THEN RAISE EXCEPTION 'injected deadlock' USING ERRCODE = '40P01'; END IF;
+                IF n <= 120 THEN RAISE EXCEPTION 'injected serialization failure' USING ERRCODE = '40001'; END IF;
+                RETURN NEW;
+            END \$\$;
+            CREATE TRIGGER rel_wfail BEFORE INSERT ON public.kgx_mempalace_kg_support FOR EACH ROW EXECUTE FUNCTION rel_wfail();});
+        my $r = backfill($dsn, $f, { timeout => 120 });
+        stop_fake($f);
+        my $fired = psql($dsn, 'SELECT last_value FROM rel_wfail');
+        my $c = canon($dsn);
+        my @d = compare($ref, $c);
+        push @d, "exit $r->{rc}" if $r->{rc} != 0;
+        push @d, "only $fired trigger calls" if $fired < 120;
+        my $charged = grep { $_->{attempts} > 0 } values %{ $c->{rows} };
+        push @d, "$charged drawers charged an attempt" if $charged;
+        $lost += total_lost($ref, $c);
+        $dups += $c->{dup_v} + $c->{dup_e};
+        push @secs, $r->{secs};
+        ok(!@d, sprintf('120 write transactions aborted (40P01, 40001), trial %d: %.1fs', $t, $r->{secs}))
+            or diag(join("\n", @d), "\n", substr($r->{err}, -2000));
+        $pass++ unless @d;
+        push @notes, "t$t: @d" if @d;
+    }
+    record(scenario => 'db: write aborted 40P01/40001', trials => $Tw, passes => $pass, lost => $lost, dups => $dups,
+           recover_s => sprintf('%.1f', max(@secs)),
+           note => sprintf('a trigger fails 60 writes with deadlock_detected and 60 with serialization_failure; %d drawers; retried as transient, no attempt charged%s',
+                           $N, @notes ? '; ' . join(' | ', @notes) : ''));
+}
+
 if (my $sid = $ENV{REL_SANDBOX_ID}) {
     my $Tr = quick() ? 1 : $T;
     my $restarts = 0;
