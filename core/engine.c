@@ -94,7 +94,12 @@ static void job_charge(job_t *j, int kind, const char *msg);
 static void job_write(job_t *j);
 static void finish(kgx_engine_t *e, int code);
 
-static uint64_t now_ms(kgx_engine_t *e) { return uv_now(&e->loop); }
+/* Fresh time: a hook may have run for a while since the loop last looked at the clock. */
+static uint64_t now_ms(kgx_engine_t *e)
+{
+    uv_update_time(&e->loop);
+    return uv_now(&e->loop);
+}
 
 /* ------------------------------------------------------------------ jobs */
 
@@ -188,6 +193,7 @@ static void job_split(job_t *j)
     size_t n = 0;
     int ref = kgx_script_split(e->script, &d, &ctx, &n, err, sizeof err);
     if (ref < 0) {
+        j->split_done = 0;          /* split again on the next attempt */
         char msg[1100];
         snprintf(msg, sizeof msg, "policy: %s", err);
         j->split_done = 0;        /* split again when the retry is due (else the job never moves again) */
