@@ -969,6 +969,20 @@ static int make_job(lua_State *L)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
+/* Errors the host finds in what a hook returned (not raised by Lua) get the hook's file and the line
+ * where it is defined, so every drawer failure points into the policy: "prompts/x.lua:41: request: …". */
+static void name_hook(kgx_script_t *s, int hook, char *err, size_t errlen)
+{
+    if (strstr(err, ".lua:") || s->pol.hook[hook] == LUA_NOREF) return;
+    lua_State *L = s->L;
+    lua_Debug ar;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[hook]);   /* stack: fn */
+    if (!lua_getinfo(L, ">S", &ar)) return;                  /* pops fn */
+    char copy[1024];
+    snprintf(copy, sizeof copy, "%s", err);
+    snprintf(err, errlen, "%s:%d: %s", ar.short_src, ar.linedefined, copy);
+}
+
 int kgx_script_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ctx,
                      size_t *nchunks, char *err, size_t errlen)
 {
@@ -1020,6 +1034,7 @@ int kgx_script_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ct
     return ref;
 fail:
     lua_settop(L, top);
+    name_hook(s, HOOK_SPLIT, err, errlen);
     return -1;
 }
 
@@ -1133,9 +1148,8 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
     if (len > s->max_body) {
         set_err(err, errlen, "request: body is %zu bytes, more than max_body %zu", len, s->max_body);
         lua_settop(L, top);
-        lua_gc(L, LUA_GCCOLLECT, 0);
-        kgx_request_clear(out);
-        return -1;
+        lua_gc(L, LUA_GCCOLLECT, 0);      /* let the huge string go now */
+        goto fail;
     }
     if (!(out->body = dup_lstr(body, len))) goto oom;
     out->body_len = len;
@@ -1156,6 +1170,7 @@ oom:
     set_err(err, errlen, "request: out of memory");
 fail:
     lua_settop(L, top);
+    name_hook(s, HOOK_REQUEST, err, errlen);
     kgx_request_clear(out);
     return -1;
 }
@@ -1276,7 +1291,9 @@ int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size
         char tmp[512];
         fold_error(tmp, sizeof tmp, NULL, why);
         set_err(err, errlen, "parse: %s", tmp);
-        goto fail;
+        lua_settop(L, top);      /* the answer is bad, not the policy: no file:line */
+        kgx_result_clear(out);
+        return -1;
     }
     if (!lua_istable(L, res)) {
         set_err(err, errlen, "parse: returned %s, expected a list of triples or nil, reason", luaL_typename(L, res));
@@ -1341,6 +1358,7 @@ oom:
     set_err(err, errlen, "parse: out of memory");
 fail:
     lua_settop(L, top);
+    name_hook(s, strncmp(err, "accept", 6) ? HOOK_PARSE : HOOK_ACCEPT, err, errlen);
     kgx_result_clear(out);
     return -1;
 }
