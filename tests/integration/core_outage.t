@@ -56,7 +56,7 @@ $ENV{KGX_RETRY_BASE_MS} = 50;
     my $port = $fake->{port};
     my $k = spawn_kgx('--dsn', $dsn, '--endpoint', $fake->{url}, '--backfill', '--max-attempts', 2,
                       '--poll-interval', 1, '--workers', 4, '--batch-size', 10);
-    my $done = sub { scalar psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE completed_at IS NOT NULL') };
+    my $done = sub { queue_count($dsn, 'completed_at IS NOT NULL') };
     ok(wait_until(30, sub { $done->() >= 20 }), 'working before the outage') or diag(read_file($k->{errfile}));
     stop_fake($fake);
     my $at_stop = $done->();

@@ -20,7 +20,7 @@ my $SEED_ENQUEUE = 'INSERT INTO mempalace_kg_extraction_queue (drawer_id, wing, 
     . ' ON CONFLICT (drawer_id) DO UPDATE SET queued_at = now(), started_at = NULL, completed_at = NULL,'
     . ' error = NULL, worker_id = NULL';
 sub enqueue { my @ids = @_; psql($dsn, sprintf($SEED_ENQUEUE, join ',', map { "('$_', 'wing_t', 'room_t')" } @ids)) }
-sub completed { scalar psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE completed_at IS NOT NULL') }
+sub completed { queue_count($dsn, 'completed_at IS NOT NULL') }
 
 my $k = spawn_kgx('--dsn', $dsn, '--endpoint', $fake->{url}, '--poll-interval', 120, '--log-level', 'debug');
 ok(wait_until(20, sub { (read_file($k->{errfile}) // '') =~ /database connected/ }), 'daemon up')

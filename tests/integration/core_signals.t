@@ -23,8 +23,8 @@ my $canon = graph_canon($g0);
 stop_fake($f0);
 
 my $fake = start_fake('--latency-ms', 200, '--parallel', 4);
-sub completed { my ($dsn) = @_; scalar psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE completed_at IS NOT NULL') }
-sub claimed { my ($dsn) = @_; scalar psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE completed_at IS NULL AND started_at IS NOT NULL') }
+sub completed { queue_count($_[0], 'completed_at IS NOT NULL') }
+sub claimed { queue_count($_[0], 'completed_at IS NULL AND started_at IS NOT NULL') }
 
 # ---- SIGTERM
 my $dsn = fresh_db('core_signals_term');

@@ -12,6 +12,7 @@ package KgxGraph;
 #   graph_matches($g, $x, 'label');               # Test::More checks: same facts, support, no duplicates
 #   is(graph_canon($g1), graph_canon($g2));       # order/run-independent text of a graph ("identical")
 #   fact_key('  Alice ', 'likes', 'BOB') eq 'alice|other|bob'
+#   queue_count($dsn, 'completed_at IS NOT NULL')   # 0 until kgx has created the queue table
 #
 # graph_dump returns {edges => [sorted 'sk|rel|ok' per RELATION edge, duplicates kept], vertices => n,
 # edge_count => n, dup_vertices => extra vertices sharing a key, dup_edges => extra edges sharing
@@ -26,7 +27,7 @@ use KgxTest qw(psql);
 use Exporter 'import';
 
 our @EXPORT = qw(gen_corpus create_drawers add_drawers expected_graph graph_dump graph_matches graph_canon
-                 fact_key name_key queue_rows VERBS);
+                 fact_key name_key queue_rows queue_count VERBS);
 
 # the fake's verb phrases and what the default policy makes of them (vocab.lua)
 our %VERBS = (
@@ -255,6 +256,13 @@ sub graph_matches {
     my @bad_raw = grep { ($g->{props}{$_}{raw_relation_type} // '') ne ($x->{raw}{$_} // '') } @{ $x->{edges} };
     is(scalar(@bad_raw), 0, "$label: raw_relation_type kept exactly on mapped predicates")
         or diag("bad raw: @bad_raw[0 .. ($#bad_raw < 9 ? $#bad_raw : 9)]");
+}
+
+# rows of the queue matching a condition; 0 while kgx has not created the table yet
+sub queue_count {
+    my ($dsn, $where) = @_;
+    my $n = eval { psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE ' . ($where // 'true')) };
+    return defined $n && length $n ? $n : 0;
 }
 
 # queue rows as {id => {completed, error, attempts, triples, started, worker, last_error}}
