@@ -206,10 +206,16 @@ int main(int argc, char **argv)
         }
         policy[0] = 0;
     }
-    if (cfg.http_listen && !cfg.http_public) {
+    if (cfg.http_listen) {
         char host[256];
         int port;
-        if (kgx_httpd_parse_listen(cfg.http_listen, host, sizeof host, &port) == 0 && !is_loopback(host)) {
+        if (kgx_httpd_parse_listen(cfg.http_listen, host, sizeof host, &port) < 0) {
+            fprintf(stderr, "error: --http %s: bad listen address '%s' (want HOST:PORT, [IPv6]:PORT or :PORT)\n",
+                    cfg.http_listen, cfg.http_listen);
+            kgx_config_free(&cfg);
+            return 2;
+        }
+        if (!cfg.http_public && !is_loopback(host)) {
             fprintf(stderr, "error: --http %s: not a loopback address (add --http-allow-remote to serve it)\n",
                     cfg.http_listen);
             kgx_config_free(&cfg);
