@@ -74,9 +74,17 @@ static unsigned long long schema_hash(const char *sql)
 
 static int schema_current(PGconn *c, const char *graph, const char *stamp)
 {
-    char sql[256];
+    char sql[512];
+    /* plain catalog scans (fresh snapshot), not to_regprocedure(): after waiting for the advisory
+     * lock, this backend's syscache may still hold a negative entry for the function from the first
+     * check (an advisory lock does not process invalidations), and the re-check would then redo the
+     * DDL under running workers -> deadlock with their claims. */
     snprintf(sql, sizeof sql,
-             "SELECT obj_description(to_regprocedure('public.kgx_%s_write(text,text,bigint,jsonb,jsonb)'), 'pg_proc')",
+             "SELECT d.description FROM pg_catalog.pg_proc p"
+             " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'public'"
+             " JOIN pg_catalog.pg_description d ON d.objoid = p.oid AND d.classoid = 'pg_catalog.pg_proc'::regclass"
+             " AND d.objsubid = 0"
+             " WHERE p.proname = 'kgx_%s_write' AND p.pronargs = 5",
              graph);
     PGresult *r = PQexec(c, sql);
     int same = PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0) && !strcmp(PQgetvalue(r, 0, 0), stamp);
