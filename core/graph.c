@@ -10,8 +10,11 @@ static const char schema_sql[] =
 #include "schema_sql.h"
     ;
 
+/* LOAD needs a superuser; an ordinary role works when the server preloads AGE
+ * (session_preload_libraries = 'age'), so a refused LOAD is not fatal here: the first cypher()
+ * call would say so clearly if AGE is really missing. */
 const char *const kgx_graph_session_sql[] = {
-    "LOAD 'age'",
+    "DO $$BEGIN LOAD 'age'; EXCEPTION WHEN insufficient_privilege THEN NULL; END$$",
     "SET search_path = ag_catalog, \"$user\", public",
     "SET kgx.internal = '1'",
     NULL
@@ -87,7 +90,7 @@ static int schema_current(PGconn *c, const char *graph, const char *stamp)
              " WHERE p.proname = 'kgx_%s_write' AND p.pronargs = 5",
              graph);
     PGresult *r = PQexec(c, sql);
-    int same = PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0) && !strcmp(PQgetvalue(r, 0, 0), stamp);
+    int same = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) && !strcmp(PQgetvalue(r, 0, 0), stamp);
     PQclear(r);
     return same;
 }
