@@ -11,6 +11,7 @@ package KgxGraph;
 #   my $g = graph_dump($dsn);                     # what is in the graph (see below)
 #   graph_matches($g, $x, 'label');               # Test::More checks: same facts, support, no duplicates
 #   is(graph_canon($g1), graph_canon($g2));       # order/run-independent text of a graph ("identical")
+#   canon_is(graph_canon($g1), $canon, 'label'); # the same, diagnosing only the differing lines
 #   fact_key('  Alice ', 'likes', 'BOB') eq 'alice|other|bob'
 #   queue_count($dsn, 'completed_at IS NOT NULL')   # 0 until kgx has created the queue table
 #
@@ -27,7 +28,7 @@ use KgxTest qw(psql);
 use Exporter 'import';
 
 our @EXPORT = qw(gen_corpus create_drawers add_drawers expected_graph graph_dump graph_matches graph_canon
-                 fact_key name_key queue_rows queue_count VERBS);
+                 canon_is fact_key name_key queue_rows queue_count VERBS);
 
 # the fake's verb phrases and what the default policy makes of them (vocab.lua)
 our %VERBS = (
@@ -228,6 +229,21 @@ sub graph_canon {
     } @{ $g->{edges} };
     return join("\n", "vertices=$g->{vertices} edges=$g->{edge_count} dupv=$g->{dup_vertices} dupe=$g->{dup_edges}",
                 "keys=" . join(',', sort keys %{ $g->{keys} }), @l) . "\n";
+}
+
+# is(graph_canon($g), $canon) with a short diagnostic: the first differing lines only
+sub canon_is {
+    my ($got, $want, $label) = @_;
+    return pass($label) if $got eq $want;
+    my %g = map { $_ => 1 } split /\n/, $got;
+    my %w = map { $_ => 1 } split /\n/, $want;
+    my @only_g = grep { !$w{$_} } split /\n/, $got;
+    my @only_w = grep { !$g{$_} } split /\n/, $want;
+    fail($label);
+    diag('only in this graph: ' . scalar(@only_g) . ', only in the reference: ' . scalar(@only_w));
+    diag("  + $_") for @only_g[0 .. ($#only_g < 7 ? $#only_g : 7)];
+    diag("  - $_") for @only_w[0 .. ($#only_w < 7 ? $#only_w : 7)];
+    return 0;
 }
 
 # the checks every "graph as implied" test makes
