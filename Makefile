@@ -6,6 +6,20 @@
 #   make install    PREFIX=/usr/local DESTDIR=
 #   make clean
 
+# The first pass makes sure the Debian packages are there (scripts/install-deps), then re-runs make
+# with them: pkg-config must find the libraries before any rule is read.
+ifeq ($(KGX_DEPS_CHECKED),)
+.DEFAULT_GOAL := all
+Makefile VERSION: ;
+%:
+	@scripts/install-deps
+	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 $@
+all:
+	@scripts/install-deps
+	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 all
+.PHONY: all
+else
+
 PREFIX  ?= /usr/local
 DESTDIR ?=
 BINDIR   = $(PREFIX)/bin
@@ -121,3 +135,5 @@ install: $(B)/bin/kgx-run
 
 clean:
 	rm -rf build
+
+endif
