@@ -79,4 +79,26 @@ my $g = graph_dump($dsn);
 graph_matches($g, $x, 'after SIGKILL');
 canon_is(graph_canon($g), $canon, 'after SIGKILL + lease: graph identical to the clean run');
 
+# ---- SIGTERM while every request hangs (no answer ever comes) and others wait for a retry
+{
+    local $ENV{KGX_RETRY_BASE_MS} = 5000;
+    my $hf = start_fake('--fault', 'hang:0.5', '--fault', '500:1.0', '--hang-ms', 600000);
+    my $d = fresh_db('core_signals_hang');
+    create_drawers($d, $c);
+    my $hk = spawn_kgx('--dsn', $d, '--endpoint', $hf->{url}, '--backfill', '--worker-id', 'sig-hang',
+                       '--request-timeout', 120, '--workers', 8, '--batch-size', 10);
+    ok(wait_until(20, sub { fake_stats($hf)->{in_flight} >= 2 && queue_count($d, 'attempts > 0') >= 1 }),
+       'requests hanging and rows waiting for a retry') or diag(read_file($hk->{errfile}));
+    my $t = time;
+    kill 'TERM', $hk->{pid};
+    my $hst = wait_pid($hk->{pid}, 12);
+    my $hdt = time - $t;
+    is($hst, 0, 'SIGTERM with hanging requests: exit 0') or diag(read_file($hk->{errfile}));
+    cmp_ok($hdt, '<=', 10, 'SIGTERM with hanging requests: gone within 10 s');
+    is(queue_count($d, 'completed_at IS NULL AND (started_at IS NOT NULL OR worker_id IS NOT NULL)'), 0,
+       'hanging and retrying rows given back');
+    is(queue_count($d, 'error IS NOT NULL'), 0, 'nothing parked by the stop');
+    ok(wait_until(5, sub { fake_stats($hf)->{in_flight} == 0 }), 'the hanging requests were cancelled (connections closed)');
+}
+
 done_testing();
