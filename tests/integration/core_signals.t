@@ -31,9 +31,8 @@ my $dsn = fresh_db('core_signals_term');
 create_drawers($dsn, $c);
 my $k = spawn_kgx('--dsn', $dsn, '--endpoint', $fake->{url}, '--backfill', '--worker-id', 'sig-term',
                   '--workers', 4, '--batch-size', 10);
-ok(wait_until(30, sub { completed($dsn) >= 10 && claimed($dsn) > 0 }), 'working: rows completed and rows claimed')
-    or diag(read_file($k->{errfile}));
-ok(fake_stats($fake)->{in_flight} > 0, 'requests in flight when SIGTERM comes');
+ok(wait_until(30, sub { completed($dsn) >= 10 && claimed($dsn) > 0 && fake_stats($fake)->{in_flight} > 0 }),
+   'working: rows completed, rows claimed, requests in flight') or diag(read_file($k->{errfile}));
 my $t0 = time;
 kill 'TERM', $k->{pid};
 my $st = wait_pid($k->{pid}, 12);
