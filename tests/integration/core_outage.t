@@ -83,4 +83,19 @@ $ENV{KGX_RETRY_BASE_MS} = 50;
     like(read_file($k->{errfile}), qr/state=down/, 'the endpoint was seen down') or diag(read_file($k->{errfile}));
 }
 
+# ---- the server still loading its model (503 on every endpoint for 3 s): waited for, never charged
+{
+    my $dsn = fresh_db('core_outage_loading');
+    my $c = gen_corpus(n => 40, seed => 63, pool => 30);
+    create_drawers($dsn, $c);
+    my $fake = start_fake('--loading-ms', 3000);
+    my $r = run_kgx({ timeout => 60 }, '--dsn', $dsn, '--endpoint', $fake->{url}, '--backfill', '--max-attempts', 1,
+                    '--poll-interval', 1);
+    is($r->{rc}, 0, 'loading server: backfill exits 0') or diag($r->{err});
+    is(queue_count($dsn, 'completed_at IS NOT NULL'), 40, 'loading server: every drawer completed');
+    is(queue_count($dsn, 'error IS NOT NULL'), 0, 'loading server: nothing parked with --max-attempts 1');
+    is(queue_count($dsn, 'attempts > 0'), 0, 'loading server: no attempt charged');
+    graph_matches(graph_dump($dsn), expected_graph($c), 'after loading');
+}
+
 done_testing();
