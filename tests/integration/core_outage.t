@@ -83,6 +83,24 @@ $ENV{KGX_RETRY_BASE_MS} = 50;
     like(read_file($k->{errfile}), qr/state=down/, 'the endpoint was seen down') or diag(read_file($k->{errfile}));
 }
 
+# ---- two endpoints, one of them dead all along: everything goes to the live one, nothing charged
+{
+    my $dsn = fresh_db('core_outage_half');
+    my $c = gen_corpus(n => 60, seed => 64, pool => 40);
+    create_drawers($dsn, $c);
+    my $fake = start_fake();
+    my $dead = start_fake();
+    my $dead_url = $dead->{url};
+    stop_fake($dead);
+    my $r = run_kgx({ timeout => 60 }, '--dsn', $dsn, '--endpoint', "$dead_url,$fake->{url}", '--backfill',
+                    '--max-attempts', 1, '--poll-interval', 1);
+    is($r->{rc}, 0, 'one dead endpoint of two: backfill exits 0') or diag($r->{err});
+    is(queue_count($dsn, 'completed_at IS NOT NULL'), 60, 'one dead endpoint: every drawer completed');
+    is(queue_count($dsn, 'error IS NOT NULL'), 0, 'one dead endpoint: nothing parked with --max-attempts 1');
+    is(fake_stats($fake)->{extraction_requests}, 60, 'the live endpoint got every drawer once');
+    graph_matches(graph_dump($dsn), expected_graph($c), 'one dead endpoint');
+}
+
 # ---- the server still loading its model (503 on every endpoint for 3 s): waited for, never charged
 {
     my $dsn = fresh_db('core_outage_loading');
