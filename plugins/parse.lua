@@ -10,7 +10,8 @@
 -- itself. The model's text may be a bare JSON array, an object holding the list under `triples`,
 -- `facts`, `result`, `results` or `data`, a single triple object, ```json fenced, wrapped in prose,
 -- padded with whitespace, or a list of [s, p, o(, conf)] arrays. An answer cut short (stop_type
--- "limit") keeps the complete triple objects it contains.
+-- "limit") keeps the complete triple objects it contains; JSON that breaks off without the server
+-- saying it cut it is "incomplete" (nil, reason: retried).
 --
 -- nil, reason means "unparseable": an error envelope, empty content, or no JSON at all. The host
 -- must retry such a drawer — it is a failure, never "0 facts". A valid empty list is {} (0 facts).
@@ -271,6 +272,13 @@ function M.triples(content, depth)
         v = nil
         local c1 = byte(text, 1)
         if c1 == 91 or c1 == 123 or c1 == 34 then v = decode(text) end
+        if v == nil and (c1 == 91 or c1 == 123) and not M.last_truncated then
+            -- JSON that starts but never closes, without the server saying it cut the answer:
+            -- the answer broke off (truncated transfer, crashed generation). Its complete-looking
+            -- objects are not the whole answer: a failure to retry, never a partial success.
+            local rs = regions(text, 1, 1)
+            if not rs[1] or rs[1][1] ~= 1 then return nil, "incomplete JSON: the answer stops before its end" end
+        end
         if v == nil then
             local got, why = scan(text)
             if not got then return nil, why end

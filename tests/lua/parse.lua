@@ -48,8 +48,18 @@ local shapes = {
     { "empty list", "[]", {} },
     { "empty triples", '{"triples":[]}', {} },
     { "double-encoded", cjson.encode(arr), { T1, T2 } },
-    { "cut short", '{"triples":[{"subject":"Alice","predicate":"works_on","object":"Apollo","confidence":90},{"subject":"Billing","predicate":"depends_on","object":"Postgres"},{"subject":"Ca', { T1, T2 } },
 }
+
+-- JSON that breaks off without the server saying it cut the answer is incomplete: retried, never
+-- taken as a partial success (the same text with stop_type "limit" keeps its complete triples, below).
+local broken = '{"triples":[{"subject":"Alice","predicate":"works_on","object":"Apollo","confidence":90},{"subject":"Billing","predicate":"depends_on","object":"Postgres"},{"subject":"Ca'
+for _, env in ipairs({ { "completion", completion }, { "chat", chat }, { "raw", function(s) return s end } }) do
+    local list, err = parse.parse(env[2](broken))
+    t.ok(list == nil and tostring(err):find("incomplete", 1, true), "broken-off JSON is incomplete (" .. env[1] .. "): " .. tostring(err))
+end
+local kept = parse.parse(completion(broken, { stop_type = "limit" }))
+t.ok(kept and #kept == 3 and kept[1].subject == "Alice" and kept[2].subject == "Billing" and kept[3]._drop,
+     "the same text cut at n_predict keeps its complete triples and says what was lost")
 
 for _, c in ipairs(shapes) do
     for _, env in ipairs({ { "completion", completion }, { "chat", chat }, { "raw", function(s) return s end } }) do
@@ -98,7 +108,7 @@ local bad = {
     { "object without list", completion('{"note":"nothing"}'), "no triple list" },
     { "number", completion("42"), "no JSON" },
     { "not a string", 42, "not a string" },
-    { "unterminated", completion('[{"subject": "A'), "no JSON" },
+    { "unterminated", completion('[{"subject": "A'), "incomplete JSON" },
     { "non-utf8 garbage", "\255\254\253 not json \128", "no JSON" },
 }
 for _, c in ipairs(bad) do
