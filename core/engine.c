@@ -682,7 +682,7 @@ static void maybe_claim(kgx_engine_t *e)
     int want = room < c->batch_size ? room : c->batch_size;
     if (!e->db) {
         if (e->dry_eof) return;
-        dry_claim(e, want);
+        if (dry_claim(e, want) > 0) e->repump = 1;   /* read synchronously: dispatch them now */
         e->claims++;
         return;
     }
