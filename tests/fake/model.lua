@@ -140,6 +140,15 @@ local function schema_wants_object(schema)
   return type(schema) == "table" and schema.type == "object"
 end
 
+-- Constrained decoding honours the list's maxItems: the model cannot emit more triples than that.
+local function schema_max_items(schema)
+  if type(schema) ~= "table" then return nil end
+  local list = schema
+  if schema.type == "object" and type(schema.properties) == "table" then list = schema.properties.triples end
+  if type(list) == "table" and type(list.maxItems) == "number" and list.maxItems >= 0 then return floor(list.maxItems) end
+  return nil
+end
+
 -- kind: "completion" | "chat"
 function M.prepare(kind, body, n_ctx, model)
   local req = decode(body)
@@ -151,7 +160,10 @@ function M.prepare(kind, body, n_ctx, model)
     r.prompt = req.prompt
     if type(req.n_predict) == "number" then r.n_predict = floor(req.n_predict) end
     if type(req.id_slot) == "number" then r.id_slot = floor(req.id_slot) end
-    if type(req.json_schema) == "table" then r.as_object = schema_wants_object(req.json_schema) end
+    if type(req.json_schema) == "table" then
+      r.as_object = schema_wants_object(req.json_schema)
+      r.max_items = schema_max_items(req.json_schema)
+    end
   else
     if type(req.messages) ~= "table" or #req.messages == 0 then return bad('"messages" must be a non-empty array') end
     local parts = {}
@@ -179,6 +191,7 @@ function M.prepare(kind, body, n_ctx, model)
       local js = rf.json_schema
       local schema = type(js) == "table" and (js.schema or js) or rf.schema
       r.as_object = schema_wants_object(schema)
+      r.max_items = schema_max_items(schema)
     end
   end
   if type(req.stop) == "string" then r.stop = { req.stop }
@@ -191,7 +204,11 @@ function M.prepare(kind, body, n_ctx, model)
       { "n_prompt_tokens", r.n_prompt, "n_ctx", n_ctx })
   end
   r.text = M.text_of(r.prompt)
-  r.answer = answer_json(M.triples(r.text), r.as_object)
+  local triples = M.triples(r.text)
+  if r.max_items and #triples > r.max_items then
+    for i = #triples, r.max_items + 1, -1 do triples[i] = nil end
+  end
+  r.answer = answer_json(triples, r.as_object)
   return 200, r
 end
 
