@@ -167,6 +167,14 @@ static job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     return j;
 }
 
+/* While policy code runs for a job, log lines (kgx.log from hooks too) name the drawer. */
+static void job_context(const job_t *j)
+{
+    char ctx[240];
+    snprintf(ctx, sizeof ctx, "drawer=%.180s attempt=%d", j->row.drawer_id, j->attempts + 1);
+    kgx_log_set_context(ctx);
+}
+
 #define job_log(j, lvl, fmt, ...) \
     kgx_log(lvl, "drawer=%s attempt=%d " fmt, (j)->row.drawer_id, (j)->attempts + 1, __VA_ARGS__)
 
@@ -191,7 +199,9 @@ static void job_split(job_t *j)
     kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
     char err[1024];
     size_t n = 0;
+    job_context(j);
     int ref = kgx_script_split(e->script, &d, &ctx, &n, err, sizeof err);
+    kgx_log_set_context(NULL);
     if (ref < 0) {
         j->split_done = 0;          /* split again on the next attempt */
         char msg[1100];
@@ -455,7 +465,10 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     }
     kgx_result_t res = { 0 };
     char err[1024];
-    if (kgx_script_answer(e->script, j->script_job, c->idx, r->body, r->body_len, &res, err, sizeof err)) {
+    job_context(j);
+    int arc = kgx_script_answer(e->script, j->script_job, c->idx, r->body, r->body_len, &res, err, sizeof err);
+    kgx_log_set_context(NULL);
+    if (arc) {
         snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
         c->state = CH_PENDING;
         job_charge(j, KGX_M_ERR_PARSE, msg);
@@ -480,7 +493,10 @@ static void send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep
     kgx_ctx_t ctx = { ep->n_ctx ? ep->n_ctx : kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, ep->base };
     kgx_request_t rq = { 0 };
     char err[1024];
-    if (kgx_script_request(e->script, j->script_job, c->idx, &ctx, &rq, err, sizeof err)) {
+    job_context(j);
+    int rrc = kgx_script_request(e->script, j->script_job, c->idx, &ctx, &rq, err, sizeof err);
+    kgx_log_set_context(NULL);
+    if (rrc) {
         char msg[1100];
         snprintf(msg, sizeof msg, "policy: %s", err);
         job_charge(j, KGX_M_ERR_POLICY, msg);

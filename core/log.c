@@ -11,6 +11,12 @@
 
 static int g_level = KGX_LOG_INFO;
 static int g_journal = 0;
+static char g_ctx[256];
+
+void kgx_log_set_context(const char *ctx)
+{
+    snprintf(g_ctx, sizeof g_ctx, "%s", ctx ? ctx : "");
+}
 
 int kgx_log_level_parse(const char *s)
 {
@@ -56,6 +62,7 @@ void kgx_vlog(int level, const char *fmt, va_list ap)
         n = (int)strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%SZ ", &tm);
         n += snprintf(line + n, sizeof line - (size_t)n, "%s ", level_name(level));
     }
+    if (g_ctx[0]) n += snprintf(line + n, sizeof line - (size_t)n, "%s ", g_ctx);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
     if (m < 0) m = 0;
     size_t len = (size_t)n + (size_t)m;
