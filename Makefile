@@ -11,6 +11,8 @@
 ifeq ($(KGX_DEPS_CHECKED),)
 .DEFAULT_GOAL := all
 Makefile VERSION: ;
+# bench/ and tests/ are directories: without this, make would call those goals up to date
+.PHONY: bench test demo install clean asan reliability unit
 %:
 	@scripts/install-deps
 	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 $@
