@@ -206,29 +206,6 @@ PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *afte
     return r;
 }
 
-int kgx_graph_write_blocking(PGconn *c, const char *graph, const char *drawer_id, const char *triples_json,
-                             char *err, size_t errlen)
-{
-    if (!graph_ok(graph)) return -2;
-    char sql[160];
-    snprintf(sql, sizeof sql, "SELECT public.kgx_%s_write($1, NULL, NULL, $2::jsonb, NULL)", graph);
-    const char *p[] = { drawer_id, triples_json };
-    for (int attempt = 0; attempt < 20; attempt++) {
-        PGresult *r = PQexecParams(c, sql, 2, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
-            int n = atoi(PQgetvalue(r, 0, 0));
-            PQclear(r);
-            return n;
-        }
-        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        first_line(err, errlen, "", PQresultErrorMessage(r));
-        int transient = kgx_graph_is_transient(st, err);
-        PQclear(r);
-        if (!transient) break;
-    }
-    return -2;
-}
-
 int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,
                     long long *supports, char *err, size_t errlen)
 {

@@ -38,11 +38,6 @@ int kgx_graph_is_transient(const char *sqlstate, const char *err);
  * rows of one drawer adjacent. NULL with err on failure; caller PQclear()s. */
 PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *after, const char *only,
                                   int limit, char *err, size_t errlen);
-/* Rewrites a completed drawer's facts (token NULL path of the write function), retrying transient
- * errors. Returns facts written, -1 when the drawer is not completed, -2 on error (err set). */
-int kgx_graph_write_blocking(PGconn *c, const char *graph, const char *drawer_id, const char *triples_json,
-                             char *err, size_t errlen);
-
 /* Graph statistics (for --status and the demo): entities, edges, supports. Blocking. */
 int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,
                     long long *supports, char *err, size_t errlen);

@@ -1,5 +1,7 @@
-/* reapply — see reapply.h. Blocking libpq is fine here: this is a one-shot CLI mode, not the loop;
- * the SQL is graph.c's. */
+/* reapply — see reapply.h. Pages of stored answers are read on one blocking connection; the
+ * policy re-parses each drawer; the rewrites go through the loop's connection pool, several in
+ * flight at once (each its own transaction), so the database's cores do the work in parallel.
+ * The SQL is graph.c's. */
 #include "reapply.h"
 #include "buf.h"
 #include "db.h"
@@ -11,6 +13,113 @@
 #include <string.h>
 
 #define PAGE 500
+#define POOL 4
+#define MAX_TRIES 20
+
+typedef struct {
+    uv_loop_t loop;
+    kgx_db_t *db;
+    const char *graph;
+    long long drawers, facts, dropped, failed, skipped;
+    int pending;
+} reapply_t;
+
+typedef struct {
+    reapply_t *ra;
+    char *id, *triples;
+    int tries;
+} rewrite_t;
+
+static void submit(rewrite_t *w);
+
+static void rewrite_cb(int n, const char *err, const char *sqlstate, void *ud)
+{
+    rewrite_t *w = ud;
+    reapply_t *ra = w->ra;
+    if (err && kgx_graph_is_transient(sqlstate, err) && ++w->tries < MAX_TRIES) {
+        submit(w);                  /* deadlock or lost connection: the pool reconnects; again */
+        return;
+    }
+    if (err) {
+        ra->failed++;
+        log_warn("drawer=%s reapply write failed: %s", w->id, err);
+    } else if (n < 0) {
+        ra->skipped++;              /* re-queued meanwhile: the daemon owns it now */
+    } else {
+        ra->drawers++;
+        ra->facts += n;
+    }
+    ra->pending--;
+    free(w->id);
+    free(w->triples);
+    free(w);
+}
+
+static void submit(rewrite_t *w)
+{
+    if (kgx_graph_write(w->ra->db, w->ra->graph, w->id, NULL, -1, w->triples, NULL, rewrite_cb, w)) {
+        w->ra->failed++;
+        w->ra->pending--;
+        free(w->id);
+        free(w->triples);
+        free(w);
+    }
+}
+
+/* Re-parses one drawer's stored answers (rows i..j-1 of the page) into a triples JSON array. */
+static char *reparse(kgx_script_t *script, reapply_t *ra, PGresult *r, int i, int j)
+{
+    const char *id = PQgetvalue(r, i, 0);
+    char err[1024];
+    kgx_drawer_t d = { id, PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1),
+                       PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
+                       PQgetisnull(r, i, 3) ? "" : PQgetvalue(r, i, 3),
+                       PQgetisnull(r, i, 3) ? 0 : (size_t)PQgetlength(r, i, 3),
+                       PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4) };
+    int job = kgx_script_job_new(script, &d, err, sizeof err);
+    if (job <= 0) {
+        log_warn("drawer=%s reapply: %s", id, err);
+        return NULL;
+    }
+    kgx_buf_t t = { 0 };
+    int ok = 1;
+    for (int k = i; k < j && ok; k++) {
+        kgx_result_t res = { 0 };
+        int chunk = atoi(PQgetvalue(r, k, 5));
+        /* a chunk index beyond the job's chunks: the hooks get chunk = nil */
+        if (kgx_script_answer(script, job, (size_t)chunk + 1000000u, PQgetvalue(r, k, 6),
+                              (size_t)PQgetlength(r, k, 6), &res, err, sizeof err)) {
+            log_warn("drawer=%s chunk=%d reapply: %s", id, chunk, err);
+            ok = 0;
+            break;
+        }
+        for (size_t x = 0; x < res.n_triples; x++) {
+            const kgx_triple_t *tr = &res.triples[x];
+            kgx_buf_adds(&t, t.len ? "," : "[");
+            kgx_buf_adds(&t, "{\"s\":");
+            kgx_buf_json_str(&t, tr->subject);
+            kgx_buf_adds(&t, ",\"p\":");
+            kgx_buf_json_str(&t, tr->predicate);
+            kgx_buf_adds(&t, ",\"o\":");
+            kgx_buf_json_str(&t, tr->object);
+            kgx_buf_printf(&t, ",\"c\":%.4f,\"raw\":", tr->confidence);
+            kgx_buf_json_str(&t, tr->raw_predicate);
+            kgx_buf_printf(&t, ",\"chunk\":%d}", chunk);
+        }
+        ra->dropped += (long long)res.n_drops;
+        kgx_result_clear(&res);
+    }
+    kgx_script_job_free(script, job);
+    if (!ok) {
+        kgx_buf_free(&t);
+        return NULL;
+    }
+    kgx_buf_adds(&t, t.len ? "]" : "[]");
+    return kgx_buf_steal(&t, NULL);
+}
+
+static void close_cb(uv_handle_t *h) { (void)h; }
+static void walk_close(uv_handle_t *h, void *arg) { if (!uv_is_closing(h)) uv_close(h, close_cb); }
 
 int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
 {
@@ -25,10 +134,17 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
         PQfinish(c);
         return 1;
     }
+    reapply_t ra = { 0 };
+    ra.graph = cfg->graph;
+    uv_loop_init(&ra.loop);
+    kgx_db_opts_t dbo = { 0 };
+    dbo.dsn = cfg->dsn;
+    dbo.pool_size = POOL;
+    dbo.setup_sql = kgx_graph_session_sql;
+    ra.db = kgx_db_new(&ra.loop, &dbo);
     char *after = strdup("");
-    long long drawers = 0, facts = 0, dropped = 0, failed = 0, stale = 0;
     int rc = 0;
-    for (;;) {
+    while (ra.db) {
         PGresult *r = kgx_graph_answers_fetch(c, cfg->graph, after, cfg->reapply_where, PAGE, err, sizeof err);
         if (!r) {
             fprintf(stderr, "error: %s\n", err);
@@ -36,70 +152,36 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
             break;
         }
         int n = PQntuples(r);
-        if (n == 0) {
-            PQclear(r);
-            break;
-        }
-        for (int i = 0; i < n;) {
+        for (int i = 0, j; i < n; i = j) {
             const char *id = PQgetvalue(r, i, 0);
-            kgx_drawer_t d = { id, PQgetisnull(r, i, 1) ? NULL : PQgetvalue(r, i, 1),
-                               PQgetisnull(r, i, 2) ? NULL : PQgetvalue(r, i, 2),
-                               PQgetisnull(r, i, 3) ? "" : PQgetvalue(r, i, 3),
-                               PQgetisnull(r, i, 3) ? 0 : (size_t)PQgetlength(r, i, 3),
-                               PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4) };
-            int job = kgx_script_job_new(script, &d, err, sizeof err);
-            kgx_buf_t t = { 0 };
-            int ok = job > 0;
-            if (!ok) log_warn("drawer=%s reapply: %s", id, err);
-            int j = i;
-            for (; j < n && !strcmp(PQgetvalue(r, j, 0), id); j++) {
-                if (!ok) continue;
-                kgx_result_t res = { 0 };
-                int chunk = atoi(PQgetvalue(r, j, 5));
-                /* chunk index beyond the job's chunks: the hook gets chunk = nil */
-                if (kgx_script_answer(script, job, (size_t)chunk + 1000000u, PQgetvalue(r, j, 6),
-                                      (size_t)PQgetlength(r, j, 6), &res, err, sizeof err)) {
-                    log_warn("drawer=%s chunk=%d reapply: %s", id, chunk, err);
-                    ok = 0;
-                    continue;
-                }
-                for (size_t k = 0; k < res.n_triples; k++) {
-                    const kgx_triple_t *x = &res.triples[k];
-                    kgx_buf_adds(&t, t.len ? "," : "[");
-                    kgx_buf_adds(&t, "{\"s\":");
-                    kgx_buf_json_str(&t, x->subject);
-                    kgx_buf_adds(&t, ",\"p\":");
-                    kgx_buf_json_str(&t, x->predicate);
-                    kgx_buf_adds(&t, ",\"o\":");
-                    kgx_buf_json_str(&t, x->object);
-                    kgx_buf_printf(&t, ",\"c\":%.4f,\"raw\":", x->confidence);
-                    kgx_buf_json_str(&t, x->raw_predicate);
-                    kgx_buf_printf(&t, ",\"chunk\":%d}", chunk);
-                }
-                dropped += (long long)res.n_drops;
-                kgx_result_clear(&res);
-            }
-            kgx_script_job_free(script, job);
-            if (ok) {
-                kgx_buf_adds(&t, t.len ? "]" : "[]");
-                int w = kgx_graph_write_blocking(c, cfg->graph, id, t.p, err, sizeof err);
-                if (w >= 0) { drawers++; facts += w; }
-                else if (w == -1) stale++;
-                else { failed++; log_warn("drawer=%s reapply write failed: %s", id, err); }
+            for (j = i; j < n && !strcmp(PQgetvalue(r, j, 0), id); j++) {}
+            char *triples = reparse(script, &ra, r, i, j);
+            if (!triples) {
+                ra.failed++;
             } else {
-                failed++;
+                rewrite_t *w = calloc(1, sizeof *w);
+                w->ra = &ra;
+                w->id = strdup(id);
+                w->triples = triples;
+                ra.pending++;
+                submit(w);
             }
-            kgx_buf_free(&t);
             free(after);
             after = strdup(id);
-            i = j;
         }
         PQclear(r);
-        if (cfg->reapply_where) break;
+        /* this page's rewrites, several at a time over the pool */
+        while (ra.pending > 0) uv_run(&ra.loop, UV_RUN_ONCE);
+        if (n == 0 || cfg->reapply_where) break;
     }
     free(after);
+    kgx_db_free(ra.db);
+    uv_run(&ra.loop, UV_RUN_NOWAIT);
+    uv_walk(&ra.loop, walk_close, NULL);
+    uv_run(&ra.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ra.loop);
     PQfinish(c);
     fprintf(stderr, "reapply: drawers=%lld facts=%lld dropped=%lld failed=%lld skipped=%lld\n",
-            drawers, facts, dropped, failed, stale);
-    return rc ? rc : failed ? 1 : 0;
+            ra.drawers, ra.facts, ra.dropped, ra.failed, ra.skipped);
+    return rc ? rc : ra.failed ? 1 : 0;
 }
