@@ -14,10 +14,23 @@ function M.model()
 end
 
 -- One request table (from the request hook) → the fake's response body.
-function M.answer(req, n_ctx, fault)
+-- unconstrained: a model that ignores the schema's maxItems (to test the policy's own cap).
+function M.answer(req, n_ctx, fault, unconstrained)
     local fm = M.model()
     local kind = req.path == "/completion" and "completion" or "chat"
-    local body = type(req.body) == "string" and req.body or cjson.encode(req.body)
+    local b = req.body
+    if unconstrained and type(b) == "table" then
+        local function strip(sc)
+            if type(sc) ~= "table" then return end
+            sc.maxItems = nil
+            if type(sc.properties) == "table" and type(sc.properties.triples) == "table" then sc.properties.triples.maxItems = nil end
+        end
+        strip(b.json_schema)
+        if type(b.response_format) == "table" and type(b.response_format.json_schema) == "table" then
+            strip(b.response_format.json_schema.schema)
+        end
+    end
+    local body = type(b) == "string" and b or cjson.encode(b)
     local status, r = fm.prepare(kind, body, n_ctx, "fake")
     if status ~= 200 then return status, r end
     fm.produce(r, fault or "", n_ctx)
@@ -42,7 +55,7 @@ function M.run(P, drawer, opts)
         local ok2, req = call(P.request, chunk, drawer, ctx)
         if not ok2 then out.errors[#out.errors + 1] = "request: " .. tostring(req) else
             out.requests[i] = req
-            local status, body = M.answer(req, n_ctx, opts.fault)
+            local status, body = M.answer(req, n_ctx, opts.fault, opts.unconstrained)
             out.statuses[i] = status
             out.bodies[i] = body
             if status ~= 200 then out.errors[#out.errors + 1] = "http " .. status .. ": " .. body else
