@@ -20,7 +20,7 @@ if (system('command -v valgrind >/dev/null 2>&1') == 0) {
     my $T = quick() ? 1 : 2;
     for my $t (1 .. $T) {
         my $dsn = rel_db('vg', $N);
-        # retry paths too (not `truncated`: that one is a known parser failure, see RELIABILITY.md)
+        # retry paths too
         my $f = start_fake((map { ('--fault', "$_:0.3:1") } qw(500 reset malformed empty)), '--seed', $t);
         my $t0 = now();
         # run_kgx execs KGX_BIN directly: wrap valgrind by hand
