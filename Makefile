@@ -11,15 +11,16 @@
 ifeq ($(KGX_DEPS_CHECKED),)
 .DEFAULT_GOAL := all
 Makefile VERSION: ;
-# bench/ and tests/ are directories: without this, make would call those goals up to date
-.PHONY: bench test demo install clean asan reliability unit
+# the named goals are phony (bench/ and tests/ are directories) and phony goals take no pattern
+# rule: each gets the pass-through explicitly; files (build/bin/t_x …) go through %
+GOALS := all test demo asan bench reliability install clean unit
+.PHONY: $(GOALS)
+$(GOALS):
+	@scripts/install-deps
+	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 $@
 %:
 	@scripts/install-deps
 	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 $@
-all:
-	@scripts/install-deps
-	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 all
-.PHONY: all
 else
 
 PREFIX  ?= /usr/local
