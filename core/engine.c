@@ -76,6 +76,7 @@ struct kgx_engine {
     uv_fs_event_t watch_policy, watch_plugins;   /* editors save by rename: watch the directories */
     uv_timer_t reload_debounce;
     int watching;
+    int drain_ticks;
     kgx_queue_counts_t counts;
     int have_counts, counts_busy;
     long long prev_completed;
@@ -1022,29 +1023,28 @@ static void signal_cb(uv_signal_t *s, int signum)
     begin_stop(e, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
-static void forget_cb_timer(uv_timer_t *t)
+/* Stops the loop once the database has answered everything asked of it (at most ~3 s): a statement
+ * still queued when the pool closes would be dropped, and with it the memory of its request. */
+static void drain_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
+    if (e->db && kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
+    uv_timer_stop(t);
     uv_stop(&e->loop);
 }
 
-static void forget_cb(long long n, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    uv_stop(&e->loop);
-}
-
-/* Ends the run: the worker's row in kgx_workers goes first (best effort), then the loop stops. */
+/* Ends the run: no more timers that ask the database anything; the worker's row in kgx_workers
+ * goes (best effort); the loop stops when the pool is idle. */
 static void finish(kgx_engine_t *e, int code)
 {
     if (e->finished) return;
     e->finished = 1;
     e->exit_code = code;
-    if (e->db && kgx_db_is_up(e->db) && !kgx_queue_forget_worker(e->db, e->worker, forget_cb, e)) {
-        uv_timer_start(&e->stop_deadline, forget_cb_timer, 2000, 0);
-        return;
-    }
-    uv_stop(&e->loop);
+    uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish, &e->bar,
+                            &e->wake, &e->stop_deadline };
+    for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
+    if (e->db && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
+    uv_timer_start(&e->stop_deadline, drain_cb, 0, 20);
 }
 
 /* ------------------------------------------------------------------ status */
