@@ -24,7 +24,7 @@ for w in ("it this that they the a an user agent system you i we me us them he s
     M.STOPWORDS[w] = true
 end
 
-local find, sub, byte, format = string.find, string.sub, string.byte, string.format
+local find, sub, format = string.find, string.sub, string.format
 
 local function utf8_valid(s)
     if kgx and kgx.utf8_valid then return kgx.utf8_valid(s) end
@@ -43,16 +43,7 @@ local WRAP = {
     { "\226\128\152", "\226\128\153" }, { "\194\171", "\194\187" },
 }
 
-local function trim(s)
-    local i = find(s, "%S")
-    if not i then return "" end
-    local j = #s
-    while j > i do
-        local c = byte(s, j)
-        if c == 32 or (c >= 9 and c <= 13) then j = j - 1 else break end
-    end
-    return sub(s, i, j)
-end
+local trim = require("text").trim
 
 local function unwrap(s)
     for _ = 1, 4 do

@@ -47,17 +47,7 @@ local function is_list(t)
     return type(t) == "table" and (t[1] ~= nil or next(t) == nil)
 end
 
--- Whitespace trim without backtracking patterns (linear on megabytes of padding).
-local function trim(s)
-    local i = find(s, "%S")
-    if not i then return "" end
-    local j = #s
-    while j > i do
-        local c = byte(s, j)
-        if c == 32 or (c >= 9 and c <= 13) then j = j - 1 else break end
-    end
-    return sub(s, i, j)
-end
+local trim = require("text").trim
 M.trim = trim
 
 local function warn(msg)
