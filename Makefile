@@ -47,6 +47,7 @@ else
 Q = @
 endif
 
+.SECONDARY:
 CORE_SRC  = $(sort $(wildcard core/*.c))
 LIB_SRC   = $(filter-out core/main.c,$(CORE_SRC))
 FAKE_SRC  = $(sort $(wildcard tests/fake/*.c))
