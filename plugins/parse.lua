@@ -271,6 +271,10 @@ function M.triples(content, depth)
         end
         if v == nil then
             local got, why = scan(text)
+            if not got and M.last_truncated then
+                why = "answer cut at n_predict before its first complete triple (" .. why ..
+                      "): raise n_predict or the slot's context"
+            end
             if not got then return nil, why end
             v = got
         end

@@ -46,11 +46,19 @@ my @hostile = (
     [stopword => "It uses Redis. They created that."],
     [nbsp     => "Nbsp\x{a0}Name uses Nbsp\x{a0}\x{a0}Twice."],
     [linesep  => "Line\x{2028}Sep owns Ideographic\x{3000}Space."],
+    [printf   => q{%s%n%x formats uses printf %d %%.}],
+    [template => q{{{user.name}} owns ${HOME} and #{x}.}],
+    [shell    => q{$(rm -rf /) calls `reboot` now; && shutdown.}],
+    [html     => q{<script>alert(1)</script> uses <b onload="x()">bold</b>.}],
+    [luacode  => q{os.execute("id") depends on io.open("/etc/passwd").}],
+    [params   => q{$name owns $props and :param and ?.}],
+    [planes   => "\x{feff}BOM Start works on Plane\x{10fffd}\x{e000}Private."],
+    [escapes  => q{\u0041 literal calls \x41 hex and \n newline.}],
     [megabyte => $mb],
 );
 my @blank = ([empty => ''], [blank => " \n\t  \r\n "]);
 my %doc = map { ($_->[0] => $_->[1]) } @hostile, @blank;
-cmp_ok(scalar @hostile + @blank, '>=', 20, 'at least 20 kinds of hostile drawers');
+cmp_ok(scalar @hostile + @blank, '>=', 30, 'at least 30 kinds of hostile drawers');
 
 my $dsn = fresh_db('pol_hostile');
 my $f = start_fake();
@@ -91,13 +99,12 @@ $q = queue($dsn);
 my @notdone = grep { !$q->{$_}{completed} && $_ ne 'h-long10k' } sort keys %$q;
 is_deeply(\@notdone, [], 'every hostile drawer completed (but long10k, below)') or diag(explain([map { $q->{$_} } @notdone]));
 # 10,000-character names: the fake's answer (> n_predict) is cut inside the first triple, so nothing
-# parses; the drawer is parked with a reason (default policy), or completes with 0 facts.
+# parses. Not "0 facts" (facts were there, the answer could not hold them): parked, and the reason
+# says what happened and what to change.
 {
     my $x = $q->{'h-long10k'};
-    ok(($x->{completed} && $x->{triples} == 0) || (!$x->{completed} && ($x->{error} // '') =~ /cut|no JSON/),
-       'long10k: completed with 0 facts, or parked with a reason') or diag(explain($x));
-    local $TODO = 'plugins/parse.lua: an answer cut at n_predict before its first complete triple is "no JSON in answer" (retried, parked) instead of 0 facts + an "answer cut" drop';
-    ok($x->{completed}, 'long10k: completes (nothing parseable in a cut answer is a reasoned drop, not a retry)');
+    ok(!$x->{completed} && ($x->{error} // '') =~ /answer cut at n_predict before its first complete triple/,
+       'long10k: parked with the reason (answer cut at n_predict)') or diag(explain($x));
 }
 
 # expected facts: the grammar + the default policy (chunked drawers: the megabyte one, checked apart)
