@@ -12,6 +12,7 @@
 #include "notify.h"
 #include "progress.h"
 #include "script.h"
+#include "status.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -75,7 +76,6 @@ struct kgx_engine {
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_fs_event_t watch_policy, watch_plugins;   /* editors save by rename: watch the directories */
     uv_timer_t reload_debounce;
-    int watching;
     int drain_ticks;
     kgx_queue_counts_t counts;
     int have_counts, counts_busy;
@@ -1049,70 +1049,31 @@ static void finish(kgx_engine_t *e, int code)
 
 /* ------------------------------------------------------------------ status */
 
-/* This process's live state as JSON object members (no braces). */
-static void engine_state_json(kgx_buf_t *b, const kgx_engine_t *e)
+static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 {
-    char host[128] = "";
-    gethostname(host, sizeof host - 1);
-    kgx_buf_adds(b, "\"worker_id\":");
-    kgx_buf_json_str(b, e->worker);
-    kgx_buf_adds(b, ",\"host\":");
-    kgx_buf_json_str(b, host);
-    kgx_buf_printf(b, ",\"pid\":%d,\"policy\":{\"name\":", (int)getpid());
-    kgx_buf_json_str(b, kgx_script_name(e->script));
-    kgx_buf_adds(b, ",\"version\":");
-    kgx_buf_json_str(b, kgx_script_version(e->script));
-    kgx_buf_printf(b, "},\"in_flight\":%d,\"drawers_in_memory\":%d,\"completed\":%llu,"
-                      "\"parked\":%llu,\"retries\":%llu,\"stopping\":%s,\"uptime_s\":%.0f",
-                   e->in_flight, e->njobs, e->done_here, e->parked_here, e->retries_here,
-                   e->stopping ? "true" : "false", (double)(uv_now((uv_loop_t *)&e->loop) - e->start_t) / 1000.0);
-    kgx_buf_adds(b, ",\"endpoints\":[");
-    for (int i = 0; i < e->eps.n; i++) {
-        const kgx_endpoint_t *ep = &e->eps.ep[i];
-        kgx_buf_adds(b, i ? ",{\"url\":" : "{\"url\":");
-        kgx_buf_json_str(b, ep->base);
-        kgx_buf_printf(b, ",\"state\":\"%s\",\"in_flight\":%d,\"slots\":%d,\"n_ctx\":%d,"
-                          "\"requests\":%llu,\"last_error\":",
-                       kgx_endpoint_state_name(ep->state), ep->in_flight, ep->slots, ep->n_ctx, ep->requests);
-        kgx_buf_json_str(b, ep->last_error[0] ? ep->last_error : NULL);
-        kgx_buf_adds(b, "}");
-    }
-    kgx_buf_adds(b, "]");
-}
-
-char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_engine_t *e, const char *workers_json,
-                      const char *policy_name, const char *policy_version, size_t *len)
-{
-    kgx_buf_t b = { 0 };
-    kgx_buf_printf(&b, "{\"queue_depth\":%lld,\"in_progress\":%lld,\"completed_today\":%lld,"
-                       "\"errors_total\":%lld,\"triples_extracted_5m\":%lld,\"drawers_per_min_5m\":%.1f,"
-                       "\"stale_reclaimable\":%lld,\"completed_total\":%lld,\"parked\":%lld,"
-                       "\"retrying\":%lld,\"waiting_retry\":%lld,\"total\":%lld",
-                   c->queue_depth, c->in_progress, c->completed_today, c->errors_total,
-                   c->triples_extracted_5m, c->drawers_per_min_5m, c->stale_reclaimable,
-                   c->completed_total, c->errors_total, c->retrying, c->waiting_retry, c->total);
-    kgx_buf_adds(&b, ",\"policy\":{\"name\":");
-    kgx_buf_json_str(&b, policy_name);
-    kgx_buf_adds(&b, ",\"version\":");
-    kgx_buf_json_str(&b, policy_version);
-    kgx_buf_adds(&b, "}");
-    if (e) {
-        kgx_buf_adds(&b, ",\"process\":{");
-        engine_state_json(&b, e);
-        kgx_buf_adds(&b, "}");
-    }
-    if (workers_json) kgx_buf_printf(&b, ",\"workers\":%s", workers_json);
-    kgx_buf_printf(&b, ",\"version\":\"%s\"}", KGX_VERSION);
-    return kgx_buf_steal(&b, len);
+    memset(v, 0, sizeof *v);
+    v->worker_id = e->worker;
+    v->policy_name = kgx_script_name(e->script);
+    v->policy_version = kgx_script_version(e->script);
+    v->in_flight = e->in_flight;
+    v->drawers_in_memory = e->njobs;
+    v->stopping = e->stopping != 0;
+    v->completed = e->done_here;
+    v->parked = e->parked_here;
+    v->retries = e->retries_here;
+    v->uptime_s = (double)(uv_now((uv_loop_t *)&e->loop) - e->start_t) / 1000.0;
+    v->eps = &e->eps;
 }
 
 static void publish_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
     if (!e->db || e->stopping || !kgx_db_is_up(e->db)) return;
+    kgx_process_view_t v;
+    engine_view(e, &v);
     kgx_buf_t b = { 0 };
     kgx_buf_adds(&b, "{");
-    engine_state_json(&b, e);
+    kgx_status_process_json(&b, &v);
     kgx_buf_adds(&b, "}");
     kgx_queue_publish_worker(e->db, e->worker, b.p, NULL, NULL);
     kgx_buf_free(&b);
@@ -1123,10 +1084,12 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
     kgx_engine_t *e = ud;
     if (!strcmp(path, "/kg-extract/status") || !strcmp(path, "/status")) {
         kgx_queue_counts_t zero = { 0 };
+        kgx_process_view_t v;
+        engine_view(e, &v);
         resp->status = 200;
         resp->content_type = "application/json";
-        resp->body = kgx_status_json(e->have_counts ? &e->counts : &zero, e, NULL, kgx_script_name(e->script),
-                                     kgx_script_version(e->script), &resp->body_len);
+        resp->body = kgx_status_json(e->have_counts ? &e->counts : &zero, &v, NULL, v.policy_name,
+                                     v.policy_version, &resp->body_len);
     } else if (!strcmp(path, "/metrics")) {
         kgx_metrics.in_flight = e->in_flight;
         resp->status = 200;

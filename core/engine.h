@@ -31,9 +31,4 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 int kgx_engine_run(kgx_engine_t *e);
 void kgx_engine_free(kgx_engine_t *e);
 
-/* Status JSON (the seed's keys plus kgx's) from counters and, when given, the live engine (as
- * "process") and the JSON array of live workers from kgx_workers (as "workers"). */
-char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_engine_t *e, const char *workers_json,
-                      const char *policy_name, const char *policy_version, size_t *len);
-
 #endif

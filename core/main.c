@@ -11,6 +11,7 @@
 #include "queue.h"
 #include "reapply.h"
 #include "script.h"
+#include "status.h"
 
 #include <limits.h>
 #include <signal.h>
@@ -71,32 +72,6 @@ static kgx_script_t *load_policy(const kgx_config_t *cfg, const char *path, char
     return kgx_script_new(&so, err, errlen);
 }
 
-static void print_status_text(const kgx_queue_counts_t *c, const char *pname, const char *pver,
-                              long long ents, long long edges, long long sup, int have_graph)
-{
-    printf("queue_depth          %lld\n", c->queue_depth);
-    printf("in_progress          %lld\n", c->in_progress);
-    printf("completed_today      %lld\n", c->completed_today);
-    printf("errors_total         %lld   (parked: kgx-run will not retry them until re-queued)\n", c->errors_total);
-    printf("triples_extracted_5m %lld\n", c->triples_extracted_5m);
-    printf("drawers_per_min_5m   %.1f\n", c->drawers_per_min_5m);
-    printf("stale_reclaimable    %lld\n", c->stale_reclaimable);
-    printf("completed_total      %lld\n", c->completed_total);
-    printf("retrying             %lld   (waiting for backoff: %lld)\n", c->retrying, c->waiting_retry);
-    printf("policy               %s %s\n", pname ? pname : "(not loaded)", pver ? pver : "");
-    if (have_graph) printf("graph                %lld entities, %lld edges, %lld supports\n", ents, edges, sup);
-}
-
-/* The live workers (kgx_workers), one block each. */
-static void print_workers_text(const char *workers)
-{
-    if (!workers || !workers[0]) {
-        printf("workers              none running (none seen in the last 60 s)\n");
-        return;
-    }
-    printf("workers\n%s\n", workers);
-}
-
 static int run_status(const kgx_config_t *cfg, const char *policy)
 {
     char err[1024];
@@ -130,8 +105,7 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         }
         free(js);
     } else {
-        print_status_text(&k, pname, pver, ents, edges, sup, have_graph);
-        print_workers_text(workers);
+        kgx_status_print_text(stdout, &k, pname, pver, have_graph, ents, edges, sup, workers);
     }
     free(workers);
     kgx_script_free(s);
