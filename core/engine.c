@@ -70,6 +70,7 @@ struct kgx_engine {
     char worker[256];
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;
+    int jobs_in[JOB_DEAD + 1];      /* jobs per state, kept by job_set_state() */
     int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish, bar;
@@ -89,6 +90,14 @@ struct kgx_engine {
     /* cumulative, this process */
     unsigned long long done_here, parked_here, retries_here;
 };
+
+/* The one place a job changes state (and the per-state counts stay true). */
+static void job_set_state(job_t *j, int st)
+{
+    j->e->jobs_in[j->state]--;
+    j->state = st;
+    j->e->jobs_in[st]++;
+}
 
 static void pump(kgx_engine_t *e);
 static void job_charge(job_t *j, int kind, const char *msg);
@@ -140,6 +149,7 @@ static void job_free(job_t *j)
     j->prev->next = j->next;
     j->next->prev = j->prev;
     e->njobs--;
+    e->jobs_in[j->state]--;
     kgx_buf_free(&j->triples);
     kgx_buf_free(&j->answers);
     kgx_buf_free(&j->report);
@@ -160,6 +170,7 @@ static job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     memset(row, 0, sizeof *row);
     j->attempts = j->row.attempts;
     j->state = JOB_ACTIVE;
+    e->jobs_in[JOB_ACTIVE]++;
     j->prev = e->jobs.prev;
     j->next = &e->jobs;
     e->jobs.prev->next = j;
@@ -239,7 +250,7 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
     if (err) {
         /* the database is away: keep the claim, try again shortly */
         log_warn("drawer=%s recording a failure failed: %s", j->row.drawer_id, err);
-        j->state = JOB_ACTIVE;
+        job_set_state(j, JOB_ACTIVE);
         j->not_before = now_ms(e) + 1000;
     } else if (stale) {
         log_warn("drawer=%s claim lost (lease expired or re-queued); dropping this copy", j->row.drawer_id);
@@ -252,7 +263,7 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
         job_free(j);
     } else {
         j->attempts = attempts;
-        j->state = JOB_ACTIVE;
+        job_set_state(j, JOB_ACTIVE);
         j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, attempts);
         kgx_metrics.retries++;
         e->retries_here++;
@@ -286,15 +297,15 @@ static void job_charge(job_t *j, int kind, const char *msg)
             fflush(stdout);
             e->dry_failed++;
             job_reset_chunks(j);
-            j->state = JOB_DEAD;
+            job_set_state(j, JOB_DEAD);
         } else {
             j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, j->attempts);
         }
         return;
     }
-    j->state = JOB_FAILING;
+    job_set_state(j, JOB_FAILING);
     if (kgx_queue_fail(e->db, j->row.drawer_id, j->row.token, msg, e->cfg->max_attempts, fail_cb, j)) {
-        j->state = JOB_ACTIVE;
+        job_set_state(j, JOB_ACTIVE);
         j->not_before = now_ms(e) + 1000;
     }
 }
@@ -562,7 +573,7 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
             log_debug("drawer=%s write retry %d: %s", j->row.drawer_id, j->write_retries, err);
             kgx_metrics.errors[KGX_M_ERR_DB]++;
             double d = 20.0 * (1 << (j->write_retries < 7 ? j->write_retries : 7));
-            j->state = JOB_WRITE_WAIT;
+            job_set_state(j, JOB_WRITE_WAIT);
             j->not_before = now_ms(e) + (uint64_t)(d * (0.5 + (double)rand() / RAND_MAX));
         } else {
             char msg[800];
@@ -570,7 +581,7 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
             /* the facts are redone from scratch on the next attempt */
             job_reset_chunks(j);
             j->write_retries = 0;
-            j->state = JOB_ACTIVE;
+            job_set_state(j, JOB_ACTIVE);
             job_charge(j, KGX_M_ERR_DB, msg);
         }
     } else if (n < 0) {
@@ -591,12 +602,12 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
 static void job_write(job_t *j)
 {
     kgx_engine_t *e = j->e;
-    j->state = JOB_WRITING;
+    job_set_state(j, JOB_WRITING);
     if (!e->db) {
         print_dry_report(j);
         e->done_here++;
         job_reset_chunks(j);
-        j->state = JOB_DEAD;
+        job_set_state(j, JOB_DEAD);
         return;
     }
     const char *triples = "[]";
@@ -615,7 +626,7 @@ static void job_write(job_t *j)
     if (j->triples.len && j->triples.p[j->triples.len - 1] == ']') j->triples.p[--j->triples.len] = 0;
     if (j->answers.len && j->answers.p[j->answers.len - 1] == ']') j->answers.p[--j->answers.len] = 0;
     if (rc) {
-        j->state = JOB_WRITE_WAIT;
+        job_set_state(j, JOB_WRITE_WAIT);
         j->not_before = now_ms(e) + 500;
     }
 }
@@ -1061,6 +1072,10 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
     v->completed = e->done_here;
     v->parked = e->parked_here;
     v->retries = e->retries_here;
+    v->jobs_active = e->jobs_in[JOB_ACTIVE];
+    v->jobs_recording_failure = e->jobs_in[JOB_FAILING];
+    v->jobs_writing = e->jobs_in[JOB_WRITING];
+    v->jobs_write_retry = e->jobs_in[JOB_WRITE_WAIT];
     v->uptime_s = (double)(uv_now((uv_loop_t *)&e->loop) - e->start_t) / 1000.0;
     v->eps = &e->eps;
 }

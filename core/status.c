@@ -20,6 +20,8 @@ void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
                       "\"parked\":%llu,\"retries\":%llu,\"stopping\":%s,\"uptime_s\":%.0f",
                    p->in_flight, p->drawers_in_memory, p->completed, p->parked, p->retries,
                    p->stopping ? "true" : "false", p->uptime_s);
+    kgx_buf_printf(b, ",\"jobs\":{\"active\":%d,\"recording_failure\":%d,\"writing\":%d,\"write_retry\":%d}",
+                   p->jobs_active, p->jobs_recording_failure, p->jobs_writing, p->jobs_write_retry);
     kgx_buf_adds(b, ",\"endpoints\":[");
     for (int i = 0; p->eps && i < p->eps->n; i++) {
         const kgx_endpoint_t *ep = &p->eps->ep[i];

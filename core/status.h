@@ -14,6 +14,7 @@ typedef struct {
     const char *worker_id, *policy_name, *policy_version;
     int in_flight, drawers_in_memory, stopping;
     unsigned long long completed, parked, retries;
+    int jobs_active, jobs_recording_failure, jobs_writing, jobs_write_retry;   /* drawers in memory by state */
     double uptime_s;
     const kgx_endpoints_t *eps;
 } kgx_process_view_t;
