@@ -1,8 +1,8 @@
 #!/usr/bin/perl
 # policy_reapply.t — `kgx-run --reapply` after a vocabulary change rewrites relation types from the
 # stored answers without one LLM request; `--reapply-drawer ID` limits it to one drawer.
-# Default policy: "X likes Y" -> relation_type other (raw likes). policies/prompts/likes.lua (a copy of
-# prompts/default.lua with vocab.custom{likes}) -> relation_type likes.
+# Default policy: "X likes Y" -> relation_type other (raw likes). likes_policy() (prompts/default.lua
+# with vocab.custom{likes}, PolTest.pm) -> relation_type likes.
 use strict;
 use warnings;
 use lib "$ENV{KGX_ROOT}/tests/lib", "$ENV{KGX_ROOT}/tests/integration/policies";
@@ -10,7 +10,7 @@ use KgxTest;
 use PolTest;
 
 my $root = kgx_root();
-my $likes = "$root/tests/integration/policies/prompts/likes.lua";
+my $likes = likes_policy();
 my $default = "$root/prompts/default.lua";
 my %ENV0 = (MEMPALACE_POSTGRES_DSN => undef, KGX_POLICY => undef, MEMPALACE_KG_LLM_ENDPOINT => undef);
 

@@ -56,7 +56,7 @@ is($policy_of->('r2'), 'default/1', 'r2: still the default policy');
 is($rel_of->('Carol'), 'other', 'r2: likes -> other (old vocabulary)');
 
 # ---- a good policy with another name/version + HUP: it takes over
-put("$root/tests/integration/policies/prompts/likes.lua");
+put(likes_policy());
 my $before = length $log->();
 kill 'HUP', $k->{pid};
 ok(wait_until(20, sub { substr($log->(), $before) =~ /policy reloaded \(SIGHUP\): likes version 2/ }), 'HUP with a good file: "policy reloaded (SIGHUP): likes version 2"')

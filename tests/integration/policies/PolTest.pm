@@ -11,12 +11,34 @@ use warnings;
 use KgxTest;
 use JSON::PP ();
 use Exporter 'import';
-our @EXPORT = qw(add_drawers sql_json edges queue cypher_json AGE);
+our @EXPORT = qw(add_drawers sql_json edges queue cypher_json AGE likes_policy);
 
 my $J = JSON::PP->new->utf8->canonical;
 use constant AGE => qq{LOAD 'age';\nSET search_path = ag_catalog, "\$user", public;\n};
 
 sub _tag { my $t; do { $t = sprintf('j%08x', int rand 0xffffffff) } while (index($_[0], "\$$t\$") >= 0); return "\$$t\$" }
+
+# prompts/default.lua with `likes` added to the vocabulary (name likes, version 2), written into a temp
+# policy tree beside a link to plugins/: the change under test, and nothing else, always in step with
+# the default policy.
+sub likes_policy {
+    require File::Temp;
+    my $root = $ENV{KGX_ROOT} // die 'KGX_ROOT unset';
+    my $dir = File::Temp::tempdir('kgx-likes-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+    mkdir "$dir/prompts" or die "mkdir: $!";
+    symlink("$root/plugins", "$dir/plugins") or die "symlink: $!";
+    open(my $in, '<', "$root/prompts/default.lua") or die "default.lua: $!";
+    my $src = do { local $/; <$in> };
+    close $in;
+    $src =~ s/^name = "default"$/name = "likes"/m or die 'default.lua: no name line';
+    $src =~ s/^version = "1"$/version = "2"/m or die 'default.lua: no version line';
+    $src =~ s/^local VOCAB\s*=.*$/local VOCAB = vocab.custom({ likes = { "enjoys", "loves" } })   -- the change under test/m
+        or die 'default.lua: no VOCAB line';
+    open(my $out, '>', "$dir/prompts/likes.lua") or die "likes.lua: $!";
+    print $out $src;
+    close $out;
+    return "$dir/prompts/likes.lua";
+}
 
 sub add_drawers {
     my ($dsn, $list) = @_;
