@@ -196,6 +196,9 @@ static void print_progress(kgx_engine_t *e, const kgx_queue_counts_t *c, int fin
     else kgx_progress_line(line, sizeof line, &p);
     const char *js = getenv("JOURNAL_STREAM");
     fprintf(stderr, "%s%s%s\n", e->tty ? "\r\033[K" : "", js && *js ? "<6>" : "", line);
+    char st[600];                 /* `systemctl status kgx` shows the latest line */
+    snprintf(st, sizeof st, "STATUS=%s", line);
+    kgx_notify(st);
     e->prev_completed = c->completed_total;
     e->prev_t = now;
 }
