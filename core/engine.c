@@ -525,12 +525,9 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
 static void db_state_cb(int up, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
-    if (up) {
-        log_info("database connected");
+    if (up) {                     /* db.c logs the state changes itself */
         e->idle = 0;
         pump(e);
-    } else {
-        log_warn("database unreachable: %s (reconnecting)", err ? err : "");
     }
 }
 
