@@ -23,7 +23,7 @@ sub enqueue { my @ids = @_; psql($dsn, sprintf($SEED_ENQUEUE, join ',', map { "(
 sub completed { queue_count($dsn, 'completed_at IS NOT NULL') }
 
 my $k = spawn_kgx('--dsn', $dsn, '--endpoint', $fake->{url}, '--poll-interval', 120, '--log-level', 'debug');
-ok(wait_until(20, sub { (read_file($k->{errfile}) // '') =~ /database connected/ }), 'daemon up')
+ok(wait_until(20, sub { (read_file($k->{errfile}) // '') =~ /\bdb up\b/ }), 'daemon up')
     or diag(read_file($k->{errfile}));
 # let it go idle: its first claim finds an empty queue
 sleep 1;
