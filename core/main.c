@@ -113,30 +113,66 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
 }
 
 /* Schema setup before the loop: blocking, once, safe with several processes starting together. */
-static int setup_database(const kgx_config_t *cfg, int backfill)
+static volatile sig_atomic_t g_stop_waiting;
+static void stop_waiting(int sig) { (void)sig; g_stop_waiting = 1; }
+
+/* Sleeps ms unless SIGTERM/SIGINT arrives first; returns 1 when told to stop. */
+static int wait_or_stop(long ms)
+{
+    for (long slept = 0; slept < ms && !g_stop_waiting; slept += 100) {
+        struct timespec ts = { 0, 100 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    return g_stop_waiting != 0;
+}
+
+/* One attempt: 0 done, 1 failed for good (err printed), -1 the database is unreachable (err set). */
+static int setup_once(const kgx_config_t *cfg, int backfill, char *err, size_t errlen)
+{
+    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, errlen);
+    if (!c) return -1;
+    int rc = 0;
+    if (kgx_graph_setup(c, cfg->graph, 1, err, errlen)) {
+        rc = PQstatus(c) == CONNECTION_BAD ? -1 : 1;
+    } else if (backfill) {
+        long long n = 0;
+        if (kgx_queue_seed_backfill(c, cfg->backfill_limit, &n, err, errlen))
+            rc = PQstatus(c) == CONNECTION_BAD ? -1 : 1;
+        else
+            log_info("backfill: queued %lld new drawer%s", n, n == 1 ? "" : "s");
+    }
+    if (rc == 1) fprintf(stderr, "error: %s\n", err);
+    PQfinish(c);
+    return rc;
+}
+
+/* Schema setup before the loop: blocking, once, safe with several processes starting together.
+ * A daemon waits for an unreachable database (backoff 1 s .. 30 s; SIGTERM ends the wait, exit 0):
+ * started before PostgreSQL, it simply begins when PostgreSQL does. One-shot modes fail at once. */
+static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
 {
     char err[1024];
-    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, sizeof err);
-    if (!c) {
-        fprintf(stderr, "error: database: %s\n", err);
-        return 1;
+    long delay = 1000;
+    *stopped = 0;
+    if (cfg->mode == KGX_MODE_DAEMON) {
+        signal(SIGTERM, stop_waiting);
+        signal(SIGINT, stop_waiting);
     }
-    if (kgx_graph_setup(c, cfg->graph, 1, err, sizeof err)) {
-        fprintf(stderr, "error: %s\n", err);
-        PQfinish(c);
-        return 1;
-    }
-    if (backfill) {
-        long long n = 0;
-        if (kgx_queue_seed_backfill(c, cfg->backfill_limit, &n, err, sizeof err)) {
-            fprintf(stderr, "error: %s\n", err);
-            PQfinish(c);
+    for (;;) {
+        int rc = setup_once(cfg, backfill, err, sizeof err);
+        if (rc >= 0) return rc;
+        if (cfg->mode != KGX_MODE_DAEMON) {
+            fprintf(stderr, "error: database: %s\n", err);
             return 1;
         }
-        log_info("backfill: queued %lld new drawer%s", n, n == 1 ? "" : "s");
+        log_warn("waiting for the database (retry in %.0f s): %s", delay / 1000.0, err);
+        if (wait_or_stop(delay)) {
+            log_info("stopped while waiting for the database");
+            *stopped = 1;
+            return 0;
+        }
+        delay = delay * 2 > 30000 ? 30000 : delay * 2;
     }
-    PQfinish(c);
-    return 0;
 }
 
 int main(int argc, char **argv)
@@ -213,8 +249,10 @@ int main(int argc, char **argv)
         break;
     }
     default: {
-        if (cfg.mode != KGX_MODE_DRY_RUN && (rc = setup_database(&cfg, cfg.mode == KGX_MODE_BACKFILL)))
+        int stopped = 0;
+        if (cfg.mode != KGX_MODE_DRY_RUN && (rc = setup_database(&cfg, cfg.mode == KGX_MODE_BACKFILL, &stopped)))
             break;
+        if (stopped) break;
         int code = 1;
         kgx_engine_t *e = kgx_engine_new(&cfg, policy, err, sizeof err, &code);
         if (!e) {

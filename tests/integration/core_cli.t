@@ -129,4 +129,17 @@ $r = run_kgx({ env => \%noenv, timeout => 30 }, '--dsn', 'postgresql://nobody@12
 ok($r->{rc} == 1 || $r->{rc} == 2, 'unreachable database: rc 1 or 2') or diag($r->{err});
 like($r->{err}, qr/\Aerror: [^\n]+\n\z/, 'unreachable database: one line') or diag($r->{err});
 
+# one-shot modes fail at once on an unreachable database; a daemon waits for it (started before
+# PostgreSQL, it begins when PostgreSQL does) and a SIGTERM ends the wait with rc 0
+$r = run_kgx({ env => \%noenv, timeout => 30 }, '--dsn', 'postgresql://nobody@127.0.0.1:1/none', '--once');
+is($r->{rc}, 1, '--once, unreachable database: rc 1');
+like($r->{err}, qr/^error: database: /m, '--once, unreachable database: says so') or diag($r->{err});
+my $k = spawn_kgx('--dsn', 'postgresql://nobody@127.0.0.1:1/none', '--endpoint', 'http://127.0.0.1:1');
+ok(wait_until(10, sub { (read_file($k->{errfile}) // '') =~ /waiting for the database/ }), 'daemon, unreachable database: waits and says so')
+    or diag(read_file($k->{errfile}));
+ok(!defined wait_pid($k->{pid}, 1.5), 'daemon, unreachable database: still running (retrying with backoff)');
+kill 'TERM', $k->{pid};
+my $st = wait_pid($k->{pid}, 10);
+is($st, 0, 'daemon waiting for the database: SIGTERM exits 0') or diag(read_file($k->{errfile}));
+
 done_testing();
