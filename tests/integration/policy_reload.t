@@ -66,6 +66,21 @@ is($policy_of->('r3'), 'likes/2', 'r3: answer stored under the new policy likes/
 is($rel_of->('Erin'), 'likes', 'r3: likes is now a relation type (new vocabulary)');
 is($rel_of->('Carol'), 'other', 'r2\'s fact untouched by the reload');
 
+# ---- no signal at all: saving the file (an editor's write-and-rename) is enough
+{
+    open(my $in, '<', $pol) or die;
+    my $src = do { local $/; <$in> };
+    close $in;
+    $src =~ s/^version = "2"$/version = "3"/m or die 'no version line';
+    open(my $out, '>', "$pol.tmp") or die;
+    print $out $src;
+    close $out;
+    my $at = length $log->();
+    rename("$pol.tmp", $pol) or die;
+    ok(wait_until(20, sub { substr($log->(), $at) =~ /policy reloaded \(file changed\): likes version 3/ }),
+       'saving the policy file reloads it: "policy reloaded (file changed): likes version 3"') or diag($log->());
+}
+
 my $st = stop_kgx($k, 'TERM', 15);
 is($st, 0, 'SIGTERM: exit 0');
 unlike($log->(), qr/AddressSanitizer|panic|Segmentation/, 'no crash in the log');
