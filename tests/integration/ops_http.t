@@ -102,6 +102,8 @@ ok(exists $seen{kgx_up}, 'kgx_up');
 $r = $ua->get("$base/kg-extract/status");
 $st = json_decode($r->{content});
 is($st->{process}{completed}, 5, 'status process.completed = 5');
+is_deeply($st->{process}{jobs}, { active => 0, recording_failure => 0, writing => 0, write_retry => 0 },
+          'status process.jobs: every drawer done, none left in memory in any state') or diag(explain($st->{process}));
 
 # --status from another process lists the running daemon (it publishes itself to kgx_workers)
 my $ws;
