@@ -99,6 +99,13 @@ static const char *first_line(const char *msg, char *buf, size_t len)
     return buf;
 }
 
+void kgx_db_result_error(char *err, size_t errlen, const char *prefix, const PGresult *r)
+{
+    char line[1024];
+    first_line(r ? PQresultErrorMessage(r) : NULL, line, sizeof line);
+    snprintf(err, errlen, "%s%s", prefix ? prefix : "", line);
+}
+
 static void stmt_free(db_stmt_t *s)
 {
     if (!s) return;

@@ -47,6 +47,10 @@ int kgx_db_listen(kgx_db_t *db, const char *channel, kgx_db_notify_cb cb, void *
 int kgx_db_is_up(const kgx_db_t *db);
 size_t kgx_db_pending(const kgx_db_t *db);   /* queued + running statements */
 
+/* err = prefix + the first line of r's error message (trailing blanks trimmed): the one-line
+ * form every blocking caller reports. */
+void kgx_db_result_error(char *err, size_t errlen, const char *prefix, const PGresult *r);
+
 /* Blocking helper for one-shot CLI paths (--status, setup before the loop starts, tests):
  * connects, runs setup_sql, returns the connection or NULL with err set. */
 PGconn *kgx_db_connect_blocking(const char *dsn, const char *const *setup_sql, char *err, size_t errlen);

@@ -20,13 +20,6 @@ const char *const kgx_graph_session_sql[] = {
     NULL
 };
 
-static void first_line(char *err, size_t errlen, const char *prefix, const char *msg)
-{
-    snprintf(err, errlen, "%s%s", prefix, msg ? msg : "");
-    char *nl = strchr(err, '\n');
-    if (nl) *nl = 0;
-}
-
 /* The graph name is whitelisted by config ([a-z_][a-z0-9_]{2,62}); check again before splicing. */
 static int graph_ok(const char *g)
 {
@@ -60,7 +53,7 @@ static int exec_ok(PGconn *c, const char *sql, const char *what, char *err, size
     if (!ok) {
         char pre[128];
         snprintf(pre, sizeof pre, "%s: ", what);
-        first_line(err, errlen, pre, PQresultErrorMessage(r));
+        kgx_db_result_error(err, errlen, pre, r);
     }
     PQclear(r);
     return ok ? 0 : -1;
@@ -199,7 +192,7 @@ PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *afte
     const char *p[] = { after ? after : "", only, lim };
     PGresult *r = PQexecParams(c, sql, 3, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        first_line(err, errlen, "reading stored answers: ", PQresultErrorMessage(r));
+        kgx_db_result_error(err, errlen, "reading stored answers: ", r);
         PQclear(r);
         return NULL;
     }
@@ -220,7 +213,7 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
     PGresult *r = PQexec(c, sql);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        first_line(err, errlen, "graph statistics: ", PQresultErrorMessage(r));
+        kgx_db_result_error(err, errlen, "graph statistics: ", r);
         rc = -1;
     } else {
         *entities = strtoll(PQgetvalue(r, 0, 0), NULL, 10);

@@ -252,13 +252,6 @@ int kgx_queue_counts(kgx_db_t *db, double lease_s, kgx_queue_counts_cb cb, void 
     return rc;
 }
 
-static void first_line(char *err, size_t errlen, const char *prefix, const char *msg)
-{
-    snprintf(err, errlen, "%s%s", prefix, msg ? msg : "");
-    char *nl = strchr(err, '\n');
-    if (nl) *nl = 0;
-}
-
 int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out, char *err, size_t errlen)
 {
     char lease[32];
@@ -267,7 +260,7 @@ int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out
     PGresult *r = PQexecParams(c, counts_sql, 1, NULL, p, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        first_line(err, errlen, "status query failed: ", PQresultErrorMessage(r));
+        kgx_db_result_error(err, errlen, "status query failed: ", r);
         rc = -1;
     } else {
         parse_counts(r, out);
@@ -292,7 +285,7 @@ int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *er
     PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        first_line(err, errlen, "backfill seeding failed: ", PQresultErrorMessage(r));
+        kgx_db_result_error(err, errlen, "backfill seeding failed: ", r);
         rc = -1;
     } else if (inserted) {
         *inserted = strtoll(PQcmdTuples(r), NULL, 10);
@@ -308,7 +301,7 @@ static char *one_value(PGconn *c, const char *sql, char *err, size_t errlen)
 {
     PGresult *r = PQexec(c, sql);
     char *out = NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) first_line(err, errlen, "workers: ", PQresultErrorMessage(r));
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) kgx_db_result_error(err, errlen, "workers: ", r);
     else out = strdup(PQgetvalue(r, 0, 0));
     PQclear(r);
     return out;
