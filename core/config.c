@@ -1,5 +1,6 @@
 /* config — see config.h. */
 #include "config.h"
+#include "graph.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -185,17 +186,6 @@ static const struct option options[] = {
     { 0, 0, 0, 0 }
 };
 
-/* A graph name goes into SQL identifiers and create_graph(): whitelist it (AGE: 3–63 chars). */
-static int graph_name_ok(const char *g)
-{
-    size_t n = strlen(g);
-    if (n < 3 || n > 63) return 0;
-    if (!(islower((unsigned char)g[0]) || g[0] == '_')) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!(islower((unsigned char)g[i]) || isdigit((unsigned char)g[i]) || g[i] == '_')) return 0;
-    return 1;
-}
-
 int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
@@ -268,7 +258,7 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_ATTEMPTS: if (parse_int(v, 1, 1000, &l)) BAD("expected 1..1000, got '%s'"); c->max_attempts = (int)l; break;
         case O_TIMEOUT: if (parse_num(v, 0.05, 86400, &c->request_timeout)) BAD("expected seconds, got '%s'"); break;
         case O_GRAPH:
-            if (!graph_name_ok(v)) BAD("expected 3-63 characters [a-z0-9_] starting with a letter or _, got '%s'");
+            if (!kgx_graph_name_ok(v)) BAD("expected 3-63 characters [a-z0-9_] starting with a letter or _, got '%s'");
             set_str(&c->graph, v);
             break;
         case O_BACKFILL: backfill = 1; break;

@@ -20,8 +20,7 @@ const char *const kgx_graph_session_sql[] = {
     NULL
 };
 
-/* The graph name is whitelisted by config ([a-z_][a-z0-9_]{2,62}); check again before splicing. */
-static int graph_ok(const char *g)
+int kgx_graph_name_ok(const char *g)
 {
     size_t n = strlen(g);
     if (n < 3 || n > 63) return 0;
@@ -90,7 +89,7 @@ static int schema_current(PGconn *c, const char *graph, const char *stamp)
 
 int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, size_t errlen)
 {
-    if (!graph_ok(graph)) {
+    if (!kgx_graph_name_ok(graph)) {
         snprintf(err, errlen, "invalid graph name '%s'", graph);
         return -1;
     }
@@ -149,7 +148,7 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
                     long long token, const char *triples_json, const char *answers_json,
                     kgx_graph_write_cb cb, void *ud)
 {
-    if (!graph_ok(graph)) return -1;
+    if (!kgx_graph_name_ok(graph)) return -1;
     char sql[160], tok[32];
     snprintf(sql, sizeof sql, "SELECT public.kgx_%s_write($1, $2, $3::bigint, $4::jsonb, $5::jsonb)", graph);
     snprintf(tok, sizeof tok, "%lld", token);
@@ -174,7 +173,7 @@ int kgx_graph_is_transient(const char *sqlstate, const char *err)
 PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *after, const char *only,
                                   int limit, char *err, size_t errlen)
 {
-    if (!graph_ok(graph)) {
+    if (!kgx_graph_name_ok(graph)) {
         snprintf(err, errlen, "invalid graph name");
         return NULL;
     }
@@ -202,7 +201,7 @@ PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *afte
 int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,
                     long long *supports, char *err, size_t errlen)
 {
-    if (!graph_ok(graph)) {
+    if (!kgx_graph_name_ok(graph)) {
         snprintf(err, errlen, "invalid graph name");
         return -1;
     }

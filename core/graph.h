@@ -13,6 +13,10 @@
 #include "buf.h"
 #include "db.h"
 
+/* The graph-name whitelist ([a-z_][a-z0-9_]{2,62}: AGE wants 3-63 characters): the name goes into
+ * SQL identifiers, so config checks it and graph.c checks it again before splicing. */
+int kgx_graph_name_ok(const char *g);
+
 /* Session setup every connection runs: LOAD 'age', search_path, kgx.internal. */
 extern const char *const kgx_graph_session_sql[];
 
