@@ -144,6 +144,19 @@ static void write_done(const PGresult *res, const char *err, const char *sqlstat
     free(w);
 }
 
+void kgx_graph_triple_json(kgx_buf_t *b, const kgx_triple_t *t, long chunk)
+{
+    kgx_buf_adds(b, b->len ? ",{\"s\":" : "[{\"s\":");
+    kgx_buf_json_str(b, t->subject);
+    kgx_buf_adds(b, ",\"p\":");
+    kgx_buf_json_str(b, t->predicate);
+    kgx_buf_adds(b, ",\"o\":");
+    kgx_buf_json_str(b, t->object);
+    kgx_buf_printf(b, ",\"c\":%.4f,\"raw\":", t->confidence);
+    kgx_buf_json_str(b, t->raw_predicate);
+    kgx_buf_printf(b, ",\"chunk\":%ld}", chunk);
+}
+
 int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, const char *worker,
                     long long token, const char *triples_json, const char *answers_json,
                     kgx_graph_write_cb cb, void *ud)

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include "buf.h"
 #include "db.h"
+#include "script.h"
 
 /* The graph-name whitelist ([a-z_][a-z0-9_]{2,62}: AGE wants 3-63 characters): the name goes into
  * SQL identifiers, so config checks it and graph.c checks it again before splicing. */
@@ -28,6 +29,10 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
 /* n = distinct facts written; -1 = the claim is not ours any more (nothing written).
  * err/sqlstate set on database errors (40P01 / 40001 / connection loss are transient). */
 typedef void (*kgx_graph_write_cb)(int n, const char *err, const char *sqlstate, void *ud);
+
+/* Appends one accepted triple to the JSON array being built in b (opening it with '[' when b is empty;
+ * the caller closes it with ']'): the p_triples form the write function reads. */
+void kgx_graph_triple_json(kgx_buf_t *b, const kgx_triple_t *t, long chunk);
 
 /* triples_json: [{"s","p","o","c","raw","chunk"}…]; answers_json: [{chunk, body, model, policy,
  * policy_version, prompt_tokens, completion_tokens, latency_ms}…] or NULL to keep stored answers.

@@ -9,9 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define pump kgx_engine_pump
-#define now_ms kgx_engine_now
-
 /* The one place a job changes state (and the per-state counts stay true). */
 void job_set_state(job_t *j, int st)
 {
@@ -160,7 +157,7 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
         /* the database is away: keep the claim, try again shortly */
         log_warn("drawer=%s recording a failure failed: %s", j->row.drawer_id, err);
         job_set_state(j, JOB_ACTIVE);
-        j->not_before = now_ms(e) + 1000;
+        j->not_before = kgx_engine_now(e) + 1000;
     } else if (stale) {
         log_warn("drawer=%s claim lost (lease expired or re-queued); dropping this copy", j->row.drawer_id);
         kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
@@ -173,11 +170,11 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
     } else {
         j->attempts = attempts;
         job_set_state(j, JOB_ACTIVE);
-        j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, attempts);
+        j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, attempts);
         kgx_metrics.retries++;
         e->retries_here++;
     }
-    pump(e);
+    kgx_engine_pump(e);
 }
 
 /* A charged failure of this attempt: one charge per round, however many chunks fail with it. */
@@ -185,7 +182,7 @@ void job_charge(job_t *j, int kind, const char *msg)
 {
     kgx_engine_t *e = j->e;
     kgx_metrics.errors[kind]++;
-    if (j->state == JOB_FAILING || j->not_before > now_ms(e)) return;
+    if (j->state == JOB_FAILING || j->not_before > kgx_engine_now(e)) return;
     job_log(j, KGX_LOG_WARN, "error=%s %s", kgx_metric_error_name(kind), msg);
     if (!e->db) {                 /* --dry-run: count attempts locally */
         j->attempts++;
@@ -208,14 +205,14 @@ void job_charge(job_t *j, int kind, const char *msg)
             job_reset_chunks(j);
             job_set_state(j, JOB_DEAD);
         } else {
-            j->not_before = now_ms(e) + (uint64_t)backoff_ms(e, j->attempts);
+            j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, j->attempts);
         }
         return;
     }
     job_set_state(j, JOB_FAILING);
     if (kgx_queue_fail(e->db, j->row.drawer_id, j->row.token, msg, e->cfg->max_attempts, fail_cb, j)) {
         job_set_state(j, JOB_ACTIVE);
-        j->not_before = now_ms(e) + 1000;
+        j->not_before = kgx_engine_now(e) + 1000;
     }
 }
 
@@ -245,16 +242,7 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
     kgx_engine_t *e = j->e;
     for (size_t i = 0; i < r->n_triples; i++) {
         const kgx_triple_t *t = &r->triples[i];
-        kgx_buf_adds(&j->triples, j->triples.len ? "," : "[");
-        kgx_buf_adds(&j->triples, "{\"s\":");
-        kgx_buf_json_str(&j->triples, t->subject);
-        kgx_buf_adds(&j->triples, ",\"p\":");
-        kgx_buf_json_str(&j->triples, t->predicate);
-        kgx_buf_adds(&j->triples, ",\"o\":");
-        kgx_buf_json_str(&j->triples, t->object);
-        kgx_buf_printf(&j->triples, ",\"c\":%.4f,\"raw\":", t->confidence);
-        kgx_buf_json_str(&j->triples, t->raw_predicate);
-        kgx_buf_printf(&j->triples, ",\"chunk\":%zu}", idx);
+        kgx_graph_triple_json(&j->triples, t, (long)idx);
         j->n_triples++;
         j->kept++;
         if (!e->db) {
@@ -344,7 +332,7 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
         snprintf(msg, sizeof msg, "%s", r->err == KGX_HTTP_ECONNECT ? r->errmsg : "503 loading");
         c->state = CH_PENDING;
         kgx_endpoint_down(ep, msg);
-        pump(e);
+        kgx_engine_pump(e);
         return;
     }
     if (r->err == KGX_HTTP_ERESET || r->err == KGX_HTTP_ETIMEOUT) {
@@ -360,28 +348,28 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
             kgx_endpoint_check(ep);
             if (!ep->probe) job_resolve_suspects(e, ep);
         }
-        pump(e);
+        kgx_engine_pump(e);
         return;
     }
     if (r->err != KGX_HTTP_OK) {
         snprintf(msg, sizeof msg, "llm request to %s failed: %s", ep->base, r->errmsg);
         c->state = CH_PENDING;
         job_charge(j, r->err == KGX_HTTP_ETOOBIG ? KGX_M_ERR_TOO_BIG : KGX_M_ERR_RESET, msg);
-        pump(e);
+        kgx_engine_pump(e);
         return;
     }
     if (is_context_error(r)) {
         int n = kgx_error_n_ctx(r->body);
         if (n > 0) kgx_endpoint_learn_n_ctx(ep, n);
         job_resplit(j, n);
-        pump(e);
+        kgx_engine_pump(e);
         return;
     }
     if (r->status != 200) {
         snprintf(msg, sizeof msg, "llm http %ld from %s: %.300s", r->status, ep->base, r->body ? r->body : "");
         c->state = CH_PENDING;
         job_charge(j, r->status >= 500 ? KGX_M_ERR_HTTP_5XX : KGX_M_ERR_HTTP_4XX, msg);
-        pump(e);
+        kgx_engine_pump(e);
         return;
     }
     kgx_result_t res = { 0 };
@@ -393,7 +381,7 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
         snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
         c->state = CH_PENDING;
         job_charge(j, KGX_M_ERR_PARSE, msg);
-        pump(e);
+        kgx_engine_pump(e);
         return;
     }
     add_result(j, c->idx, &res);
@@ -406,7 +394,7 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     c->state = CH_DONE;
     j->ndone++;
     if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
-    pump(e);
+    kgx_engine_pump(e);
 }
 
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
@@ -434,7 +422,7 @@ void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
     }
     c->state = CH_INFLIGHT;
     c->ep = ep;
-    c->t0 = now_ms(e);
+    c->t0 = kgx_engine_now(e);
     ep->in_flight++;
     ep->requests++;
     e->in_flight++;
@@ -483,7 +471,7 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
             kgx_metrics.errors[KGX_M_ERR_DB]++;
             double d = 20.0 * (1 << (j->write_retries < 7 ? j->write_retries : 7));
             job_set_state(j, JOB_WRITE_WAIT);
-            j->not_before = now_ms(e) + (uint64_t)(d * (0.5 + (double)rand() / RAND_MAX));
+            j->not_before = kgx_engine_now(e) + (uint64_t)(d * (0.5 + (double)rand() / RAND_MAX));
         } else {
             char msg[800];
             snprintf(msg, sizeof msg, "db write failed%s%s: %s", sqlstate ? " " : "", sqlstate ? sqlstate : "", err);
@@ -505,7 +493,7 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
         e->done_here++;
         job_free(j);
     }
-    pump(e);
+    kgx_engine_pump(e);
 }
 
 void job_write(job_t *j)
@@ -536,7 +524,7 @@ void job_write(job_t *j)
     if (j->answers.len && j->answers.p[j->answers.len - 1] == ']') j->answers.p[--j->answers.len] = 0;
     if (rc) {
         job_set_state(j, JOB_WRITE_WAIT);
-        j->not_before = now_ms(e) + 500;
+        j->not_before = kgx_engine_now(e) + 500;
     }
 }
 

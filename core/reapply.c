@@ -86,26 +86,14 @@ static char *reparse(kgx_script_t *script, reapply_t *ra, PGresult *r, int i, in
     for (int k = i; k < j && ok; k++) {
         kgx_result_t res = { 0 };
         int chunk = atoi(PQgetvalue(r, k, 5));
-        /* a chunk index beyond the job's chunks: the hooks get chunk = nil */
-        if (kgx_script_answer(script, job, (size_t)chunk + 1000000u, PQgetvalue(r, k, 6),
+        /* a job made by kgx_script_job_new has no chunks: the hooks get chunk = nil */
+        if (kgx_script_answer(script, job, (size_t)chunk, PQgetvalue(r, k, 6),
                               (size_t)PQgetlength(r, k, 6), &res, err, sizeof err)) {
             log_warn("drawer=%s chunk=%d reapply: %s", id, chunk, err);
             ok = 0;
             break;
         }
-        for (size_t x = 0; x < res.n_triples; x++) {
-            const kgx_triple_t *tr = &res.triples[x];
-            kgx_buf_adds(&t, t.len ? "," : "[");
-            kgx_buf_adds(&t, "{\"s\":");
-            kgx_buf_json_str(&t, tr->subject);
-            kgx_buf_adds(&t, ",\"p\":");
-            kgx_buf_json_str(&t, tr->predicate);
-            kgx_buf_adds(&t, ",\"o\":");
-            kgx_buf_json_str(&t, tr->object);
-            kgx_buf_printf(&t, ",\"c\":%.4f,\"raw\":", tr->confidence);
-            kgx_buf_json_str(&t, tr->raw_predicate);
-            kgx_buf_printf(&t, ",\"chunk\":%d}", chunk);
-        }
+        for (size_t x = 0; x < res.n_triples; x++) kgx_graph_triple_json(&t, &res.triples[x], chunk);
         ra->dropped += (long long)res.n_drops;
         kgx_result_clear(&res);
     }
