@@ -283,25 +283,8 @@ static void progress_cb(uv_timer_t *t)
     if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
 }
 
-/* A live bar on a terminal (never under systemd or when piped): redrawn each second in place. */
-static void bar_counts_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    if (err || e->finished || e->stopping) return;
-    double rate = c->drawers_per_min_5m;
-    kgx_progress_t p = { c->completed_total, c->in_progress, c->queue_depth, c->errors_total, rate,
-                         (double)(now_ms(e) - e->start_t) / 1000.0 };
-    char bar[256];
-    kgx_progress_bar(bar, sizeof bar, &p, 30);
-    fprintf(stderr, "\r%s\033[K", bar);
-}
-
-static void bar_cb(uv_timer_t *t)
-{
-    kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, bar_counts_cb, e);
-}
-
+/* The counters the status endpoint serves, refreshed every 5 s; on a terminal during a backfill (never
+ * under systemd or when piped) every second, redrawing the live bar in place. */
 static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
@@ -309,6 +292,12 @@ static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void
     e->counts = *c;
     e->have_counts = 1;
     kgx_metrics.queue_depth = c->queue_depth;
+    if (!e->bar || e->finished || e->stopping) return;
+    kgx_progress_t p = { c->completed_total, c->in_progress, c->queue_depth, c->errors_total,
+                         c->drawers_per_min_5m, (double)(now_ms(e) - e->start_t) / 1000.0 };
+    char bar[256];
+    kgx_progress_bar(bar, sizeof bar, &p, 30);
+    fprintf(stderr, "\r%s\033[K", bar);
 }
 
 static void refresh_cb(uv_timer_t *t)
@@ -452,7 +441,7 @@ static void finish(kgx_engine_t *e, int code)
     if (e->finished) return;
     e->finished = 1;
     e->exit_code = code;
-    uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish, &e->bar,
+    uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
     for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
     if (e->db && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
@@ -601,7 +590,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         }
     }
     uv_timer_t *timers[] = { &e->wake, &e->poll, &e->progress, &e->heartbeat, &e->refresh,
-                             &e->stop_deadline, &e->watchdog, &e->publish, &e->bar, &e->reload_debounce };
+                             &e->stop_deadline, &e->watchdog, &e->publish, &e->reload_debounce };
     for (size_t i = 0; i < sizeof timers / sizeof *timers; i++) {
         uv_timer_init(&e->loop, timers[i]);
         timers[i]->data = e;
@@ -633,9 +622,9 @@ int kgx_engine_run(kgx_engine_t *e)
                        (uint64_t)(c->progress_interval * 1000));
         uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
         uv_timer_start(&e->heartbeat, heartbeat_cb, hb, hb);
-        if (e->httpd) uv_timer_start(&e->refresh, refresh_cb, 0, 5000);
+        e->bar = e->tty && c->mode == KGX_MODE_BACKFILL;
+        if (e->httpd || e->bar) uv_timer_start(&e->refresh, refresh_cb, e->bar ? 1000 : 0, e->bar ? 1000 : 5000);
         uv_timer_start(&e->publish, publish_cb, 200, 5000);
-        if (e->tty && c->mode == KGX_MODE_BACKFILL) uv_timer_start(&e->bar, bar_cb, 1000, 1000);
     }
     if (c->mode == KGX_MODE_DAEMON) start_watching(e);
     long wd = kgx_notify_watchdog_ms();

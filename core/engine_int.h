@@ -67,7 +67,7 @@ struct kgx_engine {
     int jobs_in[JOB_DEAD + 1];      /* jobs per state, kept by job_set_state() */
     int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
     double retry_base_ms;
-    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish, bar;
+    uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;
     uv_fs_event_t watch_policy, watch_plugins;   /* editors save by rename: watch the directories */
     uv_timer_t reload_debounce;
@@ -76,7 +76,7 @@ struct kgx_engine {
     int have_counts, counts_busy;
     long long prev_completed;
     uint64_t prev_t, start_t;
-    int tty;
+    int tty, bar;                /* bar: live progress bar (a terminal, a backfill) */
     /* --dry-run */
     FILE *dry_in;
     int dry_eof, dry_failed;
