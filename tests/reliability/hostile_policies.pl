@@ -25,7 +25,9 @@ my %soft = map { $_ => 1 } qw(accept_type accept_huge);
 my $pdir = File::Temp->newdir("rel-policy-XXXXXX", TMPDIR => 1);
 mkdir "$pdir/prompts";
 symlink(kgx_root() . "/plugins", "$pdir/plugins") or die "symlink: $!";
-system("cp", "$FindBin::Bin/policies/hostile.lua", "$pdir/prompts/hostile.lua") == 0 or die;
+# prompts/default.lua with the hostile hooks appended (they wrap the default ones)
+system("sh", "-c", 'cat "$1" "$2" > "$3"', "sh", kgx_root() . "/prompts/default.lua",
+       "$FindBin::Bin/policies/hostile.lua", "$pdir/prompts/hostile.lua") == 0 or die;
 my $policy = "$pdir/prompts/hostile.lua";
 my $ref = clean_ref($N);
 my $ATT = 2;
