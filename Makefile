@@ -126,7 +126,7 @@ $(eval $(call build_rules,$(BA)))
 test: all asan
 	$(Q)scripts/run-tests
 
-demo: all
+demo: $(B)/bin/kgx-run $(B)/bin/fake-llama
 	$(Q)scripts/demo
 
 bench: all
