@@ -499,7 +499,15 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
         kgx_metrics.in_flight = e->in_flight;
         resp->status = 200;
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        resp->body = kgx_metrics_render(&resp->body_len);
+        /* per-endpoint gauges and counters (slots busy per endpoint on the dashboard) */
+        kgx_metrics_endpoint_t *mep = calloc(e->eps.n > 0 ? (size_t)e->eps.n : 1, sizeof *mep);
+        for (int i = 0; mep && i < e->eps.n; i++) {
+            const kgx_endpoint_t *ep = &e->eps.ep[i];
+            mep[i] = (kgx_metrics_endpoint_t){ ep->base, ep->state == KGX_EP_UP, ep->slots, ep->in_flight,
+                                               ep->requests };
+        }
+        resp->body = kgx_metrics_render_endpoints(&resp->body_len, mep, mep ? e->eps.n : 0);
+        free(mep);
     } else if (!strcmp(path, "/healthz")) {
         int ok = kgx_db_is_up(e->db) && !e->stopping;
         resp->status = ok ? 200 : 503;
