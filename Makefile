@@ -69,7 +69,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 B  = build
 BA = build/asan
 
-.PHONY: all asan test test-quick demo install clean bench reliability check-unit
+.PHONY: all asan test test-quick demo install clean bench reliability check-unit deb
 all: $(B)/bin/kgx-run $(B)/bin/fake-llama unit
 
 unit: $(addprefix $(B)/bin/,$(TEST_BINS))
@@ -128,6 +128,10 @@ test: all asan
 
 demo: $(B)/bin/kgx-run $(B)/bin/fake-llama
 	$(Q)scripts/demo
+
+# build/deb/kgx_VERSION_ARCH.deb (debhelper; packaging files in deploy/debian/), checked by lintian
+deb:
+	$(Q)scripts/build-deb
 
 bench: all
 	$(Q)scripts/bench
