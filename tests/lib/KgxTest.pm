@@ -17,12 +17,9 @@ package KgxTest;
 #
 # KGX_TEST_DSN, KGX_BIN, KGX_FAKE, KGX_ROOT come from scripts/run-tests. KGX_KEEP_DB=1 keeps databases.
 #
-# Quiet: prove shows the test's TAP lines and its failures, nothing else. From `use KgxTest` on, the
-# test's standard error (fd 2: Perl warnings, and whatever child processes print there) goes to a
-# per-test log file, $KGX_TEST_LOGDIR/<test>.log (run-tests sets build/test-logs; else a temp dir), and
-# so does every kgx-run's and fake's output, appended with a header when the process ends. Test::More's
-# failure messages and diag() still reach the terminal. A test that fails prints its log's last lines
-# (KGX_TEST_LOG_LINES, default 150) and the log's path at the end. KGX_TEST_LOUD=1: no redirection.
+# Quiet (tests/lib/KgxQuiet.pm): the test's standard error goes to its per-test log file, and every
+# kgx-run's and fake's output is appended there with a header when the process ends; a failing test
+# prints the log's end. Test::More's failure messages and diag() still reach the terminal.
 # psql rows: one per output line, columns joined by '|' (psql -A -t): avoid selecting values with newlines.
 use strict;
 use warnings;
@@ -44,31 +41,9 @@ my (@dbs, %fakes, %kgxs);
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 my $TMP = File::Temp->newdir('kgxtest-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
-# ------------------------------------------------------------------ the per-test log
-my ($LOG, $TERM_ERR);
-sub _log_setup {
-    return if $ENV{KGX_TEST_LOUD};
-    my $dir = $ENV{KGX_TEST_LOGDIR} // "$TMP";
-    eval { require File::Path; File::Path::make_path($dir) };
-    my $name = $0;
-    $name =~ s{^\./}{};
-    my $root = $ENV{KGX_ROOT};
-    $name =~ s{^\Q$root\E/}{} if defined $root && length $root;
-    $name =~ s{[^A-Za-z0-9_.-]+}{_}g;
-    $LOG = "$dir/$name.log";
-    open(my $saved, '>&', \*STDERR) or return;      # the terminal (prove's stderr)
-    open(my $lf, '>', $LOG) or return;
-    close $lf;
-    $TERM_ERR = $saved;
-    my $tb = Test::More->builder;
-    $tb->failure_output($TERM_ERR);
-    $tb->todo_output($TERM_ERR);
-    open(STDERR, '>>', $LOG) or do { $LOG = undef; return };
-    STDERR->autoflush(1);
-    printf STDERR "=== %s: %s (pid %d)\n", POSIX::strftime('%FT%TZ', gmtime), $0, $$;
-}
-_log_setup();
-
+# ------------------------------------------------------------------ the per-test log (KgxQuiet)
+use KgxQuiet ();
+my $LOG = KgxQuiet::log_path();
 sub test_log { $LOG }
 
 # append a finished process's output files to the log
@@ -346,20 +321,6 @@ sub stop_kgx {
     return $st;
 }
 
-# a failed test: the end of its log to the terminal, after prove's failure lines
-sub _log_on_failure {
-    my ($status) = @_;
-    return unless $LOG && $TERM_ERR;
-    my $tb = Test::More->builder;
-    return if $status == 0 && $tb->is_passing;
-    my $n = $ENV{KGX_TEST_LOG_LINES} // 150;
-    my @lines = split /\n/, read_file($LOG) // '';
-    my $from = @lines > $n ? @lines - $n : 0;
-    print $TERM_ERR "# ---- $LOG" . ($from ? " (last $n of " . scalar(@lines) . " lines)" : '') . "\n";
-    print $TERM_ERR "#  $_\n" for @lines[$from .. $#lines];
-    print $TERM_ERR "# ---- end of $LOG\n";
-}
-
 END {
     my $keep_status = $?;
     if ($$ == $CREATOR) {
@@ -375,7 +336,6 @@ END {
         } elsif (@dbs) {
             print STDERR "# KgxTest: KGX_KEEP_DB=1, kept: @dbs\n";
         }
-        _log_on_failure($keep_status);
     }
     $? = $keep_status;
 }
