@@ -272,25 +272,53 @@ int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out
 int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *err, size_t errlen)
 {
     /* Drawers never queued are added; rows already there (pending, parked or done) are left alone:
-     * parked rows keep their error until an operator re-queues them. */
+     * parked rows keep their error until an operator re-queues them. In slices of drawer ids, one
+     * statement each (a short statement_timeout is enough; a slice cancelled by it is halved and
+     * tried again): each slice gets its own queued_at, in id order, so claims walk the claim index
+     * from its head. */
     static const char sql[] =
-        "INSERT INTO " Q " (drawer_id, wing, room)"
-        " SELECT d.id, d.wing, d.room FROM public.mempalace_drawers d"
-        "  WHERE NOT EXISTS (SELECT 1 FROM " Q " q WHERE q.drawer_id = d.id)"
-        "  ORDER BY d.id LIMIT CASE WHEN $1::bigint > 0 THEN $1::bigint END"
-        " ON CONFLICT (drawer_id) DO NOTHING";
-    char lim[32];
-    snprintf(lim, sizeof lim, "%ld", limit);
-    const char *p[] = { lim };
-    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        kgx_db_result_error(err, errlen, "backfill seeding failed: ", r);
-        rc = -1;
-    } else if (inserted) {
-        *inserted = strtoll(PQcmdTuples(r), NULL, 10);
+        "WITH s AS (SELECT d.id, d.wing, d.room FROM public.mempalace_drawers d"
+        "            WHERE d.id > $1 ORDER BY d.id LIMIT $2::int),"
+        " i AS (INSERT INTO " Q " (drawer_id, wing, room)"
+        "       SELECT s.id, s.wing, s.room FROM s"
+        "        WHERE NOT EXISTS (SELECT 1 FROM " Q " q WHERE q.drawer_id = s.id)"
+        "        ORDER BY s.id LIMIT $3::bigint"
+        "       ON CONFLICT (drawer_id) DO NOTHING RETURNING 1)"
+        " SELECT (SELECT max(id) FROM s), (SELECT count(*) FROM i)";
+    char *last = strdup("");
+    long long total = 0;
+    int slice = 2000, rc = 0;
+    for (;;) {
+        char sl[16], rem[32];
+        snprintf(sl, sizeof sl, "%d", slice);
+        snprintf(rem, sizeof rem, "%lld", limit > 0 ? (long long)limit - total : 1000000000LL);
+        const char *p[] = { last, sl, rem };
+        PGresult *r = PQexecParams(c, sql, 3, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (st && !strcmp(st, "57014") && slice > 10) {
+                slice /= 2;
+                PQclear(r);
+                continue;
+            }
+            kgx_db_result_error(err, errlen, "backfill seeding failed: ", r);
+            PQclear(r);
+            rc = -1;
+            break;
+        }
+        if (PQgetisnull(r, 0, 0)) {
+            PQclear(r);
+            break;
+        }
+        free(last);
+        last = strdup(PQgetvalue(r, 0, 0));
+        total += strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        PQclear(r);
+        if (limit > 0 && total >= limit) break;
+        if (slice < 2000) slice *= 2;
     }
-    PQclear(r);
+    free(last);
+    if (inserted) *inserted = total;
     return rc;
 }
 
