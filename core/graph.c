@@ -300,10 +300,16 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
         snprintf(err, errlen, "invalid graph name");
         return -1;
     }
-    char sql[512];
+    /* exact below 200,000 rows; beyond, the planner's estimate (pg_class.reltuples, kept by
+     * autovacuum/ANALYZE): a count(*) of a palace-sized label every few seconds is a full scan */
+    char sql[1024];
     snprintf(sql, sizeof sql,
-             "SELECT (SELECT count(*) FROM %s.\"Entity\"), (SELECT count(*) FROM %s.\"RELATION\"),"
-             " (SELECT count(*) FROM public.kgx_%s_support)", graph, graph, graph);
+             "SELECT CASE WHEN e.reltuples < 200000 THEN (SELECT count(*) FROM %s.\"Entity\") ELSE e.reltuples::bigint END,"
+             " CASE WHEN r.reltuples < 200000 THEN (SELECT count(*) FROM %s.\"RELATION\") ELSE r.reltuples::bigint END,"
+             " CASE WHEN s.reltuples < 200000 THEN (SELECT count(*) FROM public.kgx_%s_support) ELSE s.reltuples::bigint END"
+             " FROM pg_catalog.pg_class e, pg_catalog.pg_class r, pg_catalog.pg_class s"
+             " WHERE e.oid = '%s.\"Entity\"'::regclass AND r.oid = '%s.\"RELATION\"'::regclass"
+             " AND s.oid = 'public.kgx_%s_support'::regclass", graph, graph, graph, graph, graph, graph);
     PGresult *r = PQexec(c, sql);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -316,4 +322,42 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
     }
     PQclear(r);
     return rc;
+}
+
+int kgx_graph_prune(PGconn *c, const char *graph, long long *pruned, char *err, size_t errlen)
+{
+    if (!kgx_graph_name_ok(graph)) {
+        snprintf(err, errlen, "invalid graph name");
+        return -1;
+    }
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pruned, last FROM public.kgx_%s_prune($1, 200)", graph);
+    char *after = NULL;
+    long long n = 0;
+    int rc = 0;
+    for (;;) {
+        const char *p[] = { after };
+        PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            kgx_db_result_error(err, errlen, "prune: ", r);
+            PQclear(r);
+            rc = -1;
+            break;
+        }
+        n += strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        int done = PQgetisnull(r, 0, 1);
+        free(after);
+        after = done ? NULL : strdup(PQgetvalue(r, 0, 1));
+        PQclear(r);
+        if (done) break;
+    }
+    free(after);
+    if (pruned) *pruned = n;
+    return rc;
+}
+
+int kgx_graph_follow_deletes(PGconn *c, int on, char *err, size_t errlen)
+{
+    return exec_ok(c, on ? "SELECT public.kgx_follow_deletes(true)" : "SELECT public.kgx_follow_deletes(false)",
+                   "deleted-drawer trigger", err, errlen);
 }

@@ -193,23 +193,24 @@ int kgx_queue_heartbeat(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, 
 
 /* ------------------------------------------------------------------ counters */
 
+/* Cheap at any queue size: the clock-free classes come from the maintained counters
+ * (kgx_queue_tally_sum); the rest from small, indexed sets — claimed rows (kgx_queue_started_idx),
+ * rows that failed (kgx_queue_retry_idx), rows with a status (kgx_queue_status_idx) and completions in
+ * the last 24 hours / 5 minutes (kgx_queue_completed_idx: bounded by the day's throughput). */
 static const char counts_sql[] =
-    "SELECT"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
-    "                  AND (started_at IS NULL OR started_at < now() - make_interval(secs => $1::float8))),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
-    "                  AND started_at >= now() - make_interval(secs => $1::float8)),"
-    " count(*) FILTER (WHERE completed_at >= now() - interval '24 hours'),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NOT NULL),"
-    " coalesce(sum(triples_extracted) FILTER (WHERE completed_at >= now() - interval '5 minutes'), 0),"
-    " count(*) FILTER (WHERE completed_at >= now() - interval '5 minutes') / 5.0,"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
-    "                  AND started_at < now() - make_interval(secs => $1::float8)),"
-    " count(*) FILTER (WHERE completed_at IS NOT NULL),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL AND retry_at > now()),"
-    " count(*)"
-    " FROM " Q;
+    "WITH c AS (SELECT count(*) FILTER (WHERE started_at >= now() - make_interval(secs => $1::float8)) AS live,"
+    "              count(*) FILTER (WHERE started_at < now() - make_interval(secs => $1::float8)) AS stale"
+    "         FROM " Q " WHERE completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL),"
+    " t AS (SELECT * FROM public.kgx_queue_tally_sum()),"
+    " d AS (SELECT count(*) AS day FROM " Q " WHERE completed_at >= now() - interval '24 hours'),"
+    " f AS (SELECT count(*) AS n, coalesce(sum(triples_extracted), 0) AS triples FROM " Q
+    "        WHERE completed_at >= now() - interval '5 minutes'),"
+    " r AS (SELECT count(*) AS retrying, count(*) FILTER (WHERE retry_at > now()) AS waiting FROM " Q
+    "        WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
+    " s AS (SELECT count(*) FILTER (WHERE status = 'deleted') AS deleted FROM " Q " WHERE status IS NOT NULL)"
+    " SELECT t.unfinished - c.live, c.live, d.day, t.parked, f.triples, f.n / 5.0, c.stale, t.completed,"
+    "        r.retrying, r.waiting, t.total, s.deleted"
+    "   FROM t, c, d, f, r, s";
 
 static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
 {
@@ -225,6 +226,7 @@ static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
     o->retrying = strtoll(PQgetvalue(r, 0, 8), NULL, 10);
     o->waiting_retry = strtoll(PQgetvalue(r, 0, 9), NULL, 10);
     o->total = strtoll(PQgetvalue(r, 0, 10), NULL, 10);
+    o->deleted = strtoll(PQgetvalue(r, 0, 11), NULL, 10);
 }
 
 typedef struct { kgx_queue_counts_cb cb; void *ud; } counts_ctx_t;
