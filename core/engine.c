@@ -31,6 +31,12 @@ void kgx_engine_pump(kgx_engine_t *e) { pump(e); }
 
 /* ------------------------------------------------------------------ claiming */
 
+static void deleted_write_cb(int n, const char *err, const char *sqlstate, void *ud)
+{
+    (void)n; (void)sqlstate; (void)ud;
+    if (err) log_warn("retracting a deleted drawer's facts failed (retried after its lease): %s", err);
+}
+
 static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
@@ -44,9 +50,11 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
         if (e->stopping) break;
         job_t *j = job_new(e, &rows[i]);
         if (j->row.missing) {
-            log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
-            kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
-            kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+            /* scale: the drawer is gone; the write retracts its facts and completes the row with status
+             * 'deleted' (a write error leaves the claim to its lease: the next claim tries again) */
+            log_info("drawer=%s not found in mempalace_drawers: retracting its facts (status deleted)", j->row.drawer_id);
+            kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker, j->row.token, "[]", NULL,
+                            deleted_write_cb, NULL);
             job_free(j);
         }
     }

@@ -5,7 +5,8 @@
  *   pending   completed_at NULL, error NULL, started_at NULL or older than the lease, retry_at due
  *   claimed   completed_at NULL, error NULL, started_at within the lease, worker_id = claimant
  *   parked    completed_at NULL, error NOT NULL (after --max-attempts; error = last failure)
- *   completed completed_at NOT NULL (written by graph.c in the same transaction as the facts)
+ *   completed completed_at NOT NULL (written by graph.c in the same transaction as the facts);
+ *             status 'deleted' when the drawer was gone (its facts retracted, 0 written)
  * Every claim gets a fresh claim_token; writes and failures of a claim that is no longer current
  * (lease lost, drawer re-queued) are refused by the database. */
 #ifndef KGX_QUEUE_H
@@ -29,7 +30,8 @@ typedef void (*kgx_queue_done_cb)(long long affected, const char *err, void *ud)
 
 typedef struct {
     long long queue_depth, in_progress, completed_today, errors_total, triples_extracted_5m,
-              stale_reclaimable, completed_total, retrying, waiting_retry, total;
+              stale_reclaimable, completed_total, retrying, waiting_retry, total,
+              deleted;   /* completed with status 'deleted': the drawer was gone, its facts retracted */
     double drawers_per_min_5m;
 } kgx_queue_counts_t;
 typedef void (*kgx_queue_counts_cb)(const kgx_queue_counts_t *c, const char *err, void *ud);
