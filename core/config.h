@@ -35,6 +35,7 @@ typedef struct {
     int n_ctx;               /* --ctx-size override of the per-slot context; 0 = from /props */
     int slots;               /* --slots override of an endpoint's slot count; 0 = from /props */
     int keep_answers;        /* store raw answers (default 1) */
+    size_t memory_budget;    /* --memory-budget: bytes for drawers in flight (budget.c; default in config.c) */
     char *reapply_where;     /* --reapply-drawer ID (optional filter) */
 } kgx_config_t;
 

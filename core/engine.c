@@ -111,6 +111,7 @@ static void maybe_claim(kgx_engine_t *e)
     int cap = kgx_endpoints_capacity(&e->eps);
     if (cap > c->workers) cap = c->workers;
     if (ready_units(e) >= (size_t)cap) return;
+    if (kgx_budget_waiting(e)) return;                   /* budget: claimed drawers wait for room first */
     int room = c->workers + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
@@ -155,6 +156,7 @@ static void pump(kgx_engine_t *e)
     do {
         e->repump = 0;
         if (e->stopping) break;
+        kgx_budget_admit(e);      /* budget: read the text of claimed drawers that fit */
         uint64_t now = now_ms(e);
         /* splits and write retries that are due */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
@@ -540,6 +542,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
+    kgx_budget_init(&e->budget, cfg->memory_budget);   /* budget: --memory-budget */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
@@ -680,6 +683,7 @@ void kgx_engine_free(kgx_engine_t *e)
     kgx_endpoints_close(&e->eps);
     kgx_http_free(e->http);
     kgx_db_free(e->db);
+    kgx_budget_abandon(e);        /* budget: text reads the pool dropped */
     kgx_httpd_free(e->httpd);
     uv_run(&e->loop, UV_RUN_NOWAIT);
     uv_walk(&e->loop, walk_close, NULL);

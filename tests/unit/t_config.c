@@ -60,7 +60,26 @@ int main(void)
     is_int(c.max_triples, 10, "max triples 10");
     ok(c.progress_interval == 60, "progress 60");
     is_int(c.mode, KGX_MODE_DAEMON, "daemon by default");
+    ok(c.memory_budget == (size_t)64 << 20, "memory budget 64 MiB by default");
     kgx_config_free(&c);
+
+    /* --memory-budget: bytes with binary suffixes, bounded */
+    {
+        struct { const char *v; size_t want; } good[] = {
+            { "64M", (size_t)64 << 20 }, { "1G", (size_t)1 << 30 }, { "100MiB", (size_t)100 << 20 },
+            { "32768K", (size_t)32 << 20 }, { "25165824", (size_t)24 << 20 }, { "2gb", (size_t)2 << 30 } };
+        for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+            is_int(parse(&c, err, "--dsn", "d", "--memory-budget", good[i].v, NULL), 0, "--memory-budget %s", good[i].v);
+            ok(c.memory_budget == good[i].want, "--memory-budget %s = %zu bytes", good[i].v, good[i].want);
+            kgx_config_free(&c);
+        }
+        const char *bad[] = { "", "M", "-64M", "23M", "64X", "64MM", "2000G", "0x40M", " 64M", "64 M" };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            is_int(parse(&c, err, "--dsn", "d", "--memory-budget", bad[i], NULL), 2, "--memory-budget '%s' refused", bad[i]);
+            ok(strstr(err, "--memory-budget") != NULL, "error names the flag: %s", err);
+            kgx_config_free(&c);
+        }
+    }
 
     /* env, and flags winning over env */
     setenv("MEMPALACE_POSTGRES_DSN", "postgresql://env/db", 1);
