@@ -1,7 +1,7 @@
 /* config — see config.h. */
 #include "config.h"
-#include "graph.h"
 #include "log.h"
+#include "names.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -257,10 +257,16 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_LEASE: if (parse_num(v, 1, 86400 * 7, &c->lease_seconds)) BAD("expected seconds, got '%s'"); break;
         case O_ATTEMPTS: if (parse_int(v, 1, 1000, &l)) BAD("expected 1..1000, got '%s'"); c->max_attempts = (int)l; break;
         case O_TIMEOUT: if (parse_num(v, 0.05, 86400, &c->request_timeout)) BAD("expected seconds, got '%s'"); break;
-        case O_GRAPH:
-            if (!kgx_graph_name_ok(v)) BAD("expected 3-63 characters [a-z0-9_] starting with a letter or _, got '%s'");
+        case O_GRAPH: {
+            /* every identifier derived from it must fit PostgreSQL's 63 bytes (core/names.c) */
+            char why[400];
+            if (kgx_names_check_graph(v, why, sizeof why)) {
+                snprintf(err, errlen, "error: --graph: %s", why);
+                return 2;
+            }
             set_str(&c->graph, v);
             break;
+        }
         case O_BACKFILL: backfill = 1; break;
         case O_BACKFILL_LIMIT:
             if (parse_int(v, 1, 1L << 40, &l)) BAD("expected a positive count, got '%s'");

@@ -13,7 +13,7 @@ OUT=build/fuzz
 mkdir -p "$OUT"
 
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-        -fno-sanitize-recover=undefined -Icore $(pkg-config --cflags libuv libcurl)"
+        -fno-sanitize-recover=undefined -Icore -Ibuild/gen $(pkg-config --cflags libuv libcurl)"
 LIBS="$(pkg-config --libs libuv libcurl) -lhttp_parser -lm"
 
 # target -> the sources it needs (only these: other core files may be mid-edit)
@@ -21,7 +21,7 @@ sources() {
     case "$1" in
         fuzz_httpd|fuzz_listen) echo "tests/fuzz/$1.c core/httpd.c core/log.c" ;;
         fuzz_jsonl) echo "tests/fuzz/$1.c core/jsonl.c core/buf.c" ;;
-        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/endpoint.c core/buf.c core/log.c core/http.c" ;;
+        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/names.c core/endpoint.c core/buf.c core/log.c core/http.c" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
 }
