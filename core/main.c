@@ -126,12 +126,17 @@ static int wait_or_stop(long ms)
     return g_stop_waiting != 0;
 }
 
-/* One attempt: 0 done, 1 failed for good (err printed), -1 the database is unreachable (err set). */
-static int setup_once(const kgx_config_t *cfg, int backfill, char *err, size_t errlen)
+/* One attempt: 0 done, 1 failed for good (err printed), -1 the database is unreachable or refuses us
+ * (err set; *why says which class: db.h). */
+static int setup_once(const kgx_config_t *cfg, int backfill, char *err, size_t errlen, kgx_db_fail_t *why)
 {
-    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, errlen);
+    PGconn *c = kgx_db_open(cfg->dsn, kgx_graph_session_sql, err, errlen, why);  /* [dropin] classified */
     if (!c) return -1;
     int rc = 0;
+    if (kgx_db_check_age(c, err, errlen, why)) {    /* [dropin] AGE missing: a class an operator fixes */
+        PQfinish(c);
+        return -1;
+    }
     if (kgx_graph_setup(c, cfg->graph, 1, err, errlen)) {
         rc = PQstatus(c) == CONNECTION_BAD ? -1 : 1;
     } else if (backfill) {
@@ -159,13 +164,18 @@ static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
         signal(SIGINT, stop_waiting);
     }
     for (;;) {
-        int rc = setup_once(cfg, backfill, err, sizeof err);
+        kgx_db_fail_t why = KGX_DB_FAIL_NONE;
+        int rc = setup_once(cfg, backfill, err, sizeof err, &why);
         if (rc >= 0) return rc;
         if (cfg->mode != KGX_MODE_DAEMON) {
             fprintf(stderr, "error: database: %s\n", err);
             return 1;
         }
-        log_warn("waiting for the database (retry in %.0f s): %s", delay / 1000.0, err);
+        /* [dropin] a refusal an operator must fix is an error, not waiting; systemd keeps us trying */
+        if (kgx_db_fail_permanent(why))
+            log_err("database: %s (retry in %.0f s)", err, delay / 1000.0);
+        else
+            log_warn("waiting for the database (retry in %.0f s): %s", delay / 1000.0, err);
         if (wait_or_stop(delay)) {
             log_info("stopped while waiting for the database");
             *stopped = 1;
@@ -199,6 +209,12 @@ int main(int argc, char **argv)
         return 0;
     }
     kgx_log_set_level(cfg.log_level);
+    /* [dropin] a DSN libpq cannot parse is a usage error, found before any connection */
+    if (cfg.mode != KGX_MODE_DRY_RUN && cfg.dsn && kgx_db_dsn_check(cfg.dsn, err, sizeof err)) {
+        fprintf(stderr, "error: --dsn: %s\n", err);
+        kgx_config_free(&cfg);
+        return 2;
+    }
 
     char policy[PATH_MAX];
     if (cfg.policy) {
