@@ -150,7 +150,7 @@ enum {
     O_DSN = 256, O_ENDPOINT, O_MODEL, O_POLICY, O_WORKERS, O_BATCH, O_POLL, O_LEASE, O_ATTEMPTS,
     O_TIMEOUT, O_GRAPH, O_BACKFILL, O_BACKFILL_LIMIT, O_PROGRESS, O_ONCE, O_STATUS, O_JSON,
     O_DRY_RUN, O_HTTP, O_HTTP_PUBLIC, O_WORKER_ID, O_LOG_LEVEL, O_HELP, O_VERSION, O_REAPPLY,
-    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP
+    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP, O_ADOPT, O_ADOPT_DRY, O_REQUEUE_EMPTY
 };
 
 static const struct option options[] = {
@@ -181,6 +181,9 @@ static const struct option options[] = {
     { "ctx-size", required_argument, 0, O_CTX },
     { "slots", required_argument, 0, O_SLOTS },
     { "no-keep-answers", no_argument, 0, O_NO_KEEP },
+    { "adopt", no_argument, 0, O_ADOPT },
+    { "adopt-dry-run", no_argument, 0, O_ADOPT_DRY },    /* --dry-run next to --adopt (see below) */
+    { "requeue-empty", no_argument, 0, O_REQUEUE_EMPTY },
     { "help", no_argument, 0, O_HELP },
     { "version", no_argument, 0, O_VERSION },
     { 0, 0, 0, 0 }
@@ -236,7 +239,15 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         c->max_triples = (int)l;
     }
 
-    int backfill = 0, once = 0, status = 0, reapply = 0;
+    int backfill = 0, once = 0, status = 0, reapply = 0, adopt = 0, requeue_empty = 0;
+    /* next to --adopt, --dry-run takes no FILE: it means "report only" */
+    char *args[argc + 1];
+    int with_adopt = 0;
+    for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--adopt")) with_adopt = 1;
+    for (int i = 0; i < argc; i++)
+        args[i] = with_adopt && !strcmp(argv[i], "--dry-run") ? (char *)"--adopt-dry-run" : argv[i];
+    args[argc] = NULL;
+    argv = args;
     optind = 1;
     opterr = 0;
     int opt;
@@ -292,6 +303,9 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_CTX: if (parse_int(v, 64, 1 << 24, &l)) BAD("expected 64..16777216 tokens, got '%s'"); c->n_ctx = (int)l; break;
         case O_SLOTS: if (parse_int(v, 1, 1024, &l)) BAD("expected 1..1024, got '%s'"); c->slots = (int)l; break;
         case O_NO_KEEP: c->keep_answers = 0; break;
+        case O_ADOPT: adopt = 1; break;
+        case O_ADOPT_DRY: c->adopt_dry_run = 1; break;
+        case O_REQUEUE_EMPTY: requeue_empty = 1; break;
         case 'h': case O_HELP: c->mode = KGX_MODE_HELP; return 0;
         case 'V': case O_VERSION: c->mode = KGX_MODE_VERSION; return 0;
         case '?':
@@ -310,12 +324,18 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         snprintf(err, errlen, "error: unexpected argument '%s' (see --help)", argv[optind]);
         return 2;
     }
-    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply;
+    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply + adopt;
     if (modes > 1) {
-        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply");
+        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply, --adopt");
         return 2;
     }
-    if (backfill) c->mode = KGX_MODE_BACKFILL;
+    if (requeue_empty && !adopt) {
+        snprintf(err, errlen, "error: --requeue-empty goes with --adopt");
+        return 2;
+    }
+    c->requeue_empty = requeue_empty;
+    if (adopt) c->mode = KGX_MODE_ADOPT;
+    else if (backfill) c->mode = KGX_MODE_BACKFILL;
     else if (once) c->mode = KGX_MODE_ONCE;
     else if (status) c->mode = KGX_MODE_STATUS;
     else if (c->dry_run_input) c->mode = KGX_MODE_DRY_RUN;

@@ -2,6 +2,7 @@
  *   daemon / --once / --backfill / --dry-run : the engine (engine.c)
  *   --status [--json]                         : counters from the database, printed once
  *   --reapply                                 : stored answers re-parsed by the current policy */
+#include "adopt.h"
 #include "config.h"
 #include "db.h"
 #include "engine.h"
@@ -139,6 +140,8 @@ static int setup_once(const kgx_config_t *cfg, int backfill, char *err, size_t e
     }
     if (kgx_graph_setup(c, cfg->graph, 1, err, errlen)) {
         rc = PQstatus(c) == CONNECTION_BAD ? -1 : 1;
+    } else if (kgx_adopt_running(c, cfg->graph, err, errlen)) {   /* [dropin] no writes under --adopt */
+        rc = -1;
     } else if (backfill) {
         long long n = 0;
         if (kgx_queue_seed_backfill(c, cfg->backfill_limit, &n, err, errlen))
@@ -253,6 +256,17 @@ int main(int argc, char **argv)
     case KGX_MODE_STATUS:
         rc = run_status(&cfg, policy[0] ? policy : NULL);
         break;
+    case KGX_MODE_ADOPT: {                /* [dropin] core/adopt.c */
+        kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
+        if (!s) {
+            fprintf(stderr, "error: policy %s: %s\n", policy, err);
+            rc = 2;
+            break;
+        }
+        rc = kgx_adopt_run(&cfg, s);
+        kgx_script_free(s);
+        break;
+    }
     case KGX_MODE_REAPPLY: {
         kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
         if (!s) {

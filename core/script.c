@@ -1362,3 +1362,47 @@ fail:
     kgx_result_clear(out);
     return -1;
 }
+
+/* [dropin] --adopt (core/adopt.c): the policy's accept hook on one triple the host builds itself,
+ * so an old edge's predicate is mapped exactly as a new answer's would be. */
+int kgx_script_accept_one(kgx_script_t *s, int job, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out,
+                          char *why, size_t whylen, char *err, size_t errlen)
+{
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    memset(out, 0, sizeof *out);
+    why[0] = '\0';
+    if (push_job(s, job) != 0) { set_err(err, errlen, "accept: unknown job %d", job); return -1; }
+    rawfield(L, top + 1, "drawer");                          /* stack: job drawer */
+    int drawer = top + 2;
+    lua_createtable(L, 0, 4);                                /* stack: job drawer raw */
+    int raw = drawer + 1;
+    lua_pushstring(L, subject); lua_setfield(L, raw, "subject");
+    lua_pushstring(L, predicate); lua_setfield(L, raw, "predicate");
+    lua_pushstring(L, object); lua_setfield(L, raw, "object");
+    lua_pushnumber(L, confidence); lua_setfield(L, raw, "confidence");
+    int acc = raw;
+    if (s->pol.hook[HOOK_ACCEPT] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[HOOK_ACCEPT]);
+        lua_pushvalue(L, raw);
+        lua_pushvalue(L, drawer);
+        if (call_hook(s, HOOK_ACCEPT, 2, 2, err, errlen) != 0) {
+            lua_settop(L, top);
+            name_hook(s, HOOK_ACCEPT, err, errlen);
+            return -1;
+        }
+        acc = raw + 1;                                       /* stack: job drawer raw triple|nil reason */
+        if (!lua_istable(L, acc)) {
+            if (lua_isnil(L, acc) && lua_isstring(L, acc + 1)) snprintf(why, whylen, "%s", lua_tostring(L, acc + 1));
+            else if (lua_isnil(L, acc)) snprintf(why, whylen, "rejected by accept");
+            else snprintf(why, whylen, "accept returned %s", luaL_typename(L, acc));
+            lua_settop(L, top);
+            return 1;
+        }
+    }
+    int rc = take_triple(L, acc, out, why, whylen) ? 1 : 0;
+    if (rc) { triple_free(out); memset(out, 0, sizeof *out); }
+    lua_settop(L, top);
+    return rc;
+}
