@@ -203,4 +203,31 @@ $g = graph_dump($dsn);
 graph_matches($g, expected_graph($c), 'adopted + backfill');
 is(count_of($dsn, 'SELECT count(*) FROM mempalace_kg."MENTIONS"'), $mentions, 'MENTIONS still there');
 
+# ---- the issue's way: kgx started mid-backfill beside the Python graph (keyed twins of its vertices),
+# some drawers re-queued and re-extracted by kgx first; then --adopt and a backfill: kgx's reading of
+# those drawers wins over the Python edges (superseded), and the graph is the kgx-only one
+my $dsn3 = fresh_db('adopt_mid');
+python_palace($dsn3);
+my @again = @py[5 .. 9];
+psql($dsn3, 'UPDATE mempalace_kg_extraction_queue SET completed_at = NULL, started_at = NULL, worker_id = NULL,'
+          . ' queued_at = now() WHERE drawer_id IN (' . join(',', map { "'$_'" } @again) . ')');
+$r = run_kgx({ env => \%noenv, timeout => 300 }, '--dsn', $dsn3, '--endpoint', $fake->{url}, '--backfill');
+is($r->{rc}, 0, 'mid-backfill: kgx ran beside the Python graph') or diag($r->{err});
+ok(graph_dump($dsn3)->{dup_vertices} > 0, 'and made keyed twins of old vertices (the issue)');
+my $old_again = count_of($dsn3, q{SELECT count(*) FROM mempalace_kg."RELATION"
+    WHERE agtype_access_operator(VARIADIC ARRAY[properties, '"support"'::agtype]) IS NULL
+      AND agtype_access_operator(VARIADIC ARRAY[properties, '"source"'::agtype])::text IN (}
+    . join(',', map { "'drawer:$_'" } @again) . ')');
+$r = run_kgx({ env => { %noenv, KGX_ADOPT_BATCH => 5 }, timeout => 300 }, '--dsn', $dsn3, '--adopt', '--requeue-empty');
+is($r->{rc}, 0, 'mid-backfill: --adopt rc 0') or diag($r->{err});
+my $k3 = adopt_counts($r->{out});
+is($k3->{superseded_by_kgx}, $old_again, "the $old_again Python edges of the drawers kgx re-extracted: superseded")
+    or diag($r->{out});
+my $in_again = join ',', map { "'$_'" } @again;
+is(psql($dsn3, "SELECT count(*) FROM kgx_mempalace_kg_support WHERE drawer_id IN ($in_again) AND chunk IS NULL"), 0,
+   'their support rows are kgx\'s own reading only');
+$r = run_kgx({ env => \%noenv, timeout => 300 }, '--dsn', $dsn3, '--endpoint', $fake->{url}, '--backfill');
+is($r->{rc}, 0, 'mid-backfill: backfill after --adopt') or diag($r->{err});
+graph_matches(graph_dump($dsn3), expected_graph($c), 'mid-backfill + adopt + backfill');
+
 done_testing();
