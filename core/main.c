@@ -5,6 +5,7 @@
 #include "adopt.h"
 #include "config.h"
 #include "db.h"
+#include "drops.h"
 #include "engine.h"
 #include "graph.h"
 #include "httpd.h"
@@ -90,6 +91,8 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
     long long ents = 0, edges = 0, sup = 0;
     int have_graph = kgx_graph_stats(c, cfg->graph, &ents, &edges, &sup, err, sizeof err) == 0;
     char *workers = cfg->json ? kgx_queue_workers_json(c, err, sizeof err) : kgx_queue_workers_text(c, err, sizeof err);
+    kgx_drops_live_t live;                       /* [dropin] drops by class, policy mix */
+    int have_live = kgx_drops_workers(c, &live, err, sizeof err) == 0;
     PQfinish(c);
     char perr[1024];
     kgx_script_t *s = policy ? load_policy(cfg, policy, perr, sizeof perr) : NULL;
@@ -100,14 +103,28 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         /* graph numbers ride along when the graph exists */
         if (have_graph && len > 1) {
             js[len - 1] = 0;
-            printf("%s,\"graph\":{\"entities\":%lld,\"edges\":%lld,\"supports\":%lld}}\n", js, ents, edges, sup);
-        } else {
-            printf("%s\n", js);
+            printf("%s,\"graph\":{\"entities\":%lld,\"edges\":%lld,\"supports\":%lld}", js, ents, edges, sup);
+        } else if (len > 1) {
+            js[len - 1] = 0;
+            printf("%s", js);
+        }
+        /* [dropin] the live workers' drops summed, and a warning when they run different policies */
+        if (len > 1) {
+            kgx_buf_t x = { 0 };
+            kgx_buf_printf(&x, ",\"drops\":%s", have_live ? live.json : "{}");
+            kgx_buf_adds(&x, ",\"warnings\":[");
+            if (have_live && live.warning) kgx_buf_json_str(&x, live.warning);
+            kgx_buf_adds(&x, "]}");
+            printf("%s\n", x.p);
+            kgx_buf_free(&x);
         }
         free(js);
     } else {
         kgx_status_print_text(stdout, &k, pname, pver, have_graph, ents, edges, sup, workers);
+        if (have_live && *live.text) printf("drops                %s   (live workers)\n", live.text);   /* [dropin] */
+        if (have_live && live.warning) printf("%s\n", live.warning);
     }
+    kgx_drops_live_free(&live);
     free(workers);
     kgx_script_free(s);
     return 0;
