@@ -826,10 +826,41 @@ kgx_script_t *kgx_script_new(const kgx_script_opts_t *opts, char *err, size_t er
     return s;
 }
 
+/* [dropin] 1 when the policy's global `defaults` (a list of hook names) names hook h: the policy says
+ * it leaves that hook to the host's default on purpose. */
+static int declares_default(lua_State *L, const kgx_policy_t *p, int h)
+{
+    int top = lua_gettop(L), found = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->env);              /* stack: env */
+    rawfield(L, top + 1, "defaults");                       /* stack: env defaults */
+    if (lua_istable(L, top + 2)) {
+        for (int i = 1; !found; i++) {
+            lua_rawgeti(L, top + 2, i);
+            if (lua_isnil(L, -1)) break;
+            found = lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), hook_names[h]);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+    return found;
+}
+
 int kgx_script_reload(kgx_script_t *s, char *err, size_t errlen)
 {
     kgx_policy_t fresh;
     if (policy_load(s, &fresh, err, errlen) != 0) return -1;
+    /* [dropin] a file saved without a hook the running policy defines (its vocabulary, threshold and
+     * stopwords live in accept) would silently fall back to keeping everything: refused, unless the new
+     * policy declares it, e.g. defaults = { "accept" } */
+    for (int h = 0; h < HOOK_N; h++) {
+        if (s->pol.hook[h] != LUA_NOREF && fresh.hook[h] == LUA_NOREF && !declares_default(s->L, &fresh, h)) {
+            set_err(err, errlen, "%s: hook '%s' is gone (the running policy defines it, and without it the "
+                    "default applies); put it back, or declare defaults = { \"%s\" } to mean it",
+                    s->path, hook_names[h], hook_names[h]);
+            policy_clear(s->L, &fresh);
+            return -1;
+        }
+    }
     policy_clear(s->L, &s->pol);
     s->pol = fresh;
     s->log_name = s->pol.name;
