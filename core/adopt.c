@@ -435,6 +435,12 @@ int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy)
         tx_abort(&a);
         goto out;
     }
+    {
+        /* statistics for the new work-list indexes, so each batch's plan reads only its batch */
+        char an[256];
+        snprintf(an, sizeof an, "ANALYZE %s.\"Entity\"; ANALYZE %s.\"RELATION\"", cfg->graph, cfg->graph);
+        if (exec(&a, an, "analyze", err, sizeof err)) goto out;
+    }
     log_info("adopt: graph %s%s, batches of %d", cfg->graph, a.dry ? " (dry run)" : "", a.batch);
     int s = map_relations(&a, policy, err, sizeof err);
     if (!s) s = step_vertices(&a, err, sizeof err);
