@@ -414,16 +414,36 @@ int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy)
     int locked = PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
     if (!locked) {
-        snprintf(err, sizeof err, "another kgx-run --adopt (or a starting daemon) holds graph %s: try again later", cfg->graph);
-        goto out;
+        /* another --adopt, a daemon checking for one, or the backend of a run just killed still
+         * finishing its statement: wait a while */
+        log_info("adopt: graph %s is held by another session; waiting up to 60 s", cfg->graph);
+        PQclear(PQexec(a.c, "SET lock_timeout = '60s'"));
+        PGresult *w = PQexecParams(a.c, "SELECT pg_advisory_lock(hashtext('kgx-adopt'), hashtext($1))", 1, NULL, p,
+                                   NULL, NULL, 0);
+        locked = PQresultStatus(w) == PGRES_TUPLES_OK;
+        PQclear(w);
+        PQclear(PQexec(a.c, "RESET lock_timeout"));
+        if (!locked) {
+            snprintf(err, sizeof err, "another kgx-run --adopt holds graph %s: try again when it has finished", cfg->graph);
+            goto out;
+        }
     }
     if (graph_exists(&a, err, sizeof err)) goto out;
     if (a.dry) {
+        /* kgx's schema inside the rolled-back transaction, only when kgx never ran here: its DDL would
+         * otherwise hold locks on the live queue table (MemPalace's enqueue) for the whole dry run */
+        char probe[256];
+        snprintf(probe, sizeof probe, "SELECT to_regprocedure('public.kgx_%s_write(text,text,bigint,jsonb,jsonb)') IS NOT NULL",
+                 cfg->graph);
+        PGresult *pr = query(&a, probe, 0, NULL, "schema", err, sizeof err);
+        if (!pr) goto out;
+        int have = PQgetvalue(pr, 0, 0)[0] == 't';
+        PQclear(pr);
         schema = subst(schema_sql, cfg->graph);
         if (exec(&a, "BEGIN", "begin", err, sizeof err)
             || exec(&a, "SET LOCAL client_min_messages = warning", "schema", err, sizeof err)
-            || exec(&a, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, sizeof err)
-            || exec(&a, schema, "schema", err, sizeof err))
+            || (!have && exec(&a, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, sizeof err))
+            || (!have && exec(&a, schema, "schema", err, sizeof err)))
             goto out;
     } else if (kgx_graph_setup(a.c, cfg->graph, cfg->requeue_empty, err, sizeof err)) {
         goto out;

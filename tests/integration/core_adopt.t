@@ -219,9 +219,13 @@ my $old_again = count_of($dsn3, q{SELECT count(*) FROM mempalace_kg."RELATION"
     WHERE agtype_access_operator(VARIADIC ARRAY[properties, '"support"'::agtype]) IS NULL
       AND agtype_access_operator(VARIADIC ARRAY[properties, '"source"'::agtype])::text IN (}
     . join(',', map { "'drawer:$_'" } @again) . ')');
+$r = run_kgx({ env => { %noenv, KGX_ADOPT_BATCH => 5 }, timeout => 300 }, '--dsn', $dsn3, '--adopt', '--dry-run', '--requeue-empty');
+is($r->{rc}, 0, 'mid-backfill: --adopt --dry-run over kgx\'s schema: rc 0') or diag($r->{err});
+my $dry3 = adopt_counts($r->{out});
 $r = run_kgx({ env => { %noenv, KGX_ADOPT_BATCH => 5 }, timeout => 300 }, '--dsn', $dsn3, '--adopt', '--requeue-empty');
 is($r->{rc}, 0, 'mid-backfill: --adopt rc 0') or diag($r->{err});
 my $k3 = adopt_counts($r->{out});
+is_deeply($k3, $dry3, 'mid-backfill: --dry-run reported exactly what --adopt did');
 is($k3->{superseded_by_kgx}, $old_again, "the $old_again Python edges of the drawers kgx re-extracted: superseded")
     or diag($r->{out});
 my $in_again = join ',', map { "'$_'" } @again;
