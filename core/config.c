@@ -1,7 +1,7 @@
 /* config — see config.h. */
 #include "config.h"
-#include "graph.h"
 #include "log.h"
+#include "names.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -178,7 +178,7 @@ enum {
     O_DSN = 256, O_ENDPOINT, O_MODEL, O_POLICY, O_WORKERS, O_BATCH, O_POLL, O_LEASE, O_ATTEMPTS,
     O_TIMEOUT, O_GRAPH, O_BACKFILL, O_BACKFILL_LIMIT, O_PROGRESS, O_ONCE, O_STATUS, O_JSON,
     O_DRY_RUN, O_HTTP, O_HTTP_PUBLIC, O_WORKER_ID, O_LOG_LEVEL, O_HELP, O_VERSION, O_REAPPLY,
-    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP,
+    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP, O_ADOPT, O_ADOPT_DRY, O_REQUEUE_EMPTY,
     O_MEMORY_BUDGET
 };
 
@@ -211,6 +211,9 @@ static const struct option options[] = {
     { "slots", required_argument, 0, O_SLOTS },
     { "no-keep-answers", no_argument, 0, O_NO_KEEP },
     { "memory-budget", required_argument, 0, O_MEMORY_BUDGET },
+    { "adopt", no_argument, 0, O_ADOPT },
+    { "adopt-dry-run", no_argument, 0, O_ADOPT_DRY },    /* --dry-run next to --adopt (see below) */
+    { "requeue-empty", no_argument, 0, O_REQUEUE_EMPTY },
     { "help", no_argument, 0, O_HELP },
     { "version", no_argument, 0, O_VERSION },
     { 0, 0, 0, 0 }
@@ -267,7 +270,15 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         c->max_triples = (int)l;
     }
 
-    int backfill = 0, once = 0, status = 0, reapply = 0;
+    int backfill = 0, once = 0, status = 0, reapply = 0, adopt = 0, requeue_empty = 0;
+    /* next to --adopt, --dry-run takes no FILE: it means "report only" */
+    char *args[argc + 1];
+    int with_adopt = 0;
+    for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--adopt")) with_adopt = 1;
+    for (int i = 0; i < argc; i++)
+        args[i] = with_adopt && !strcmp(argv[i], "--dry-run") ? (char *)"--adopt-dry-run" : argv[i];
+    args[argc] = NULL;
+    argv = args;
     optind = 1;
     opterr = 0;
     int opt;
@@ -288,10 +299,16 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_LEASE: if (parse_num(v, 1, 86400 * 7, &c->lease_seconds)) BAD("expected seconds, got '%s'"); break;
         case O_ATTEMPTS: if (parse_int(v, 1, 1000, &l)) BAD("expected 1..1000, got '%s'"); c->max_attempts = (int)l; break;
         case O_TIMEOUT: if (parse_num(v, 0.05, 86400, &c->request_timeout)) BAD("expected seconds, got '%s'"); break;
-        case O_GRAPH:
-            if (!kgx_graph_name_ok(v)) BAD("expected 3-63 characters [a-z0-9_] starting with a letter or _, got '%s'");
+        case O_GRAPH: {
+            /* every identifier derived from it must fit PostgreSQL's 63 bytes (core/names.c) */
+            char why[400];
+            if (kgx_names_check_graph(v, why, sizeof why)) {
+                snprintf(err, errlen, "error: --graph: %s", why);
+                return 2;
+            }
             set_str(&c->graph, v);
             break;
+        }
         case O_BACKFILL: backfill = 1; break;
         case O_BACKFILL_LIMIT:
             if (parse_int(v, 1, 1L << 40, &l)) BAD("expected a positive count, got '%s'");
@@ -321,6 +338,9 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
             if (parse_bytes(v, KGX_MEMORY_BUDGET_MIN, (size_t)1 << 40, &c->memory_budget))
                 BAD("expected a size from 24M to 1024G (e.g. 64M, 1G), got '%s'");
             break;
+        case O_ADOPT: adopt = 1; break;
+        case O_ADOPT_DRY: c->adopt_dry_run = 1; break;
+        case O_REQUEUE_EMPTY: requeue_empty = 1; break;
         case 'h': case O_HELP: c->mode = KGX_MODE_HELP; return 0;
         case 'V': case O_VERSION: c->mode = KGX_MODE_VERSION; return 0;
         case '?':
@@ -339,12 +359,18 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         snprintf(err, errlen, "error: unexpected argument '%s' (see --help)", argv[optind]);
         return 2;
     }
-    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply;
+    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply + adopt;
     if (modes > 1) {
-        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply");
+        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply, --adopt");
         return 2;
     }
-    if (backfill) c->mode = KGX_MODE_BACKFILL;
+    if (requeue_empty && !adopt) {
+        snprintf(err, errlen, "error: --requeue-empty goes with --adopt");
+        return 2;
+    }
+    c->requeue_empty = requeue_empty;
+    if (adopt) c->mode = KGX_MODE_ADOPT;
+    else if (backfill) c->mode = KGX_MODE_BACKFILL;
     else if (once) c->mode = KGX_MODE_ONCE;
     else if (status) c->mode = KGX_MODE_STATUS;
     else if (c->dry_run_input) c->mode = KGX_MODE_DRY_RUN;

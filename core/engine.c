@@ -1,6 +1,7 @@
 /* engine — see engine.h. The loop: claims, the pump, timers, signals, status, life cycle; one
  * drawer's own way is job.c's. */
 #include "engine_int.h"
+#include "drops.h"
 #include "graph.h"
 #include "jsonl.h"
 #include "log.h"
@@ -492,6 +493,7 @@ static void publish_cb(uv_timer_t *t)
     kgx_buf_adds(&b, "}");
     kgx_queue_publish_worker(e->db, e->worker, b.p, NULL, NULL);
     kgx_buf_free(&b);
+    kgx_drops_check_policies(e->db);             /* [dropin] two policies on one queue: warn */
 }
 
 static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)

@@ -1,6 +1,7 @@
 /* job — one drawer's way through the policy, the LLM and the write (see engine.h for the failure
  * policy). The engine owns the list of jobs and calls in here; everything below runs on the loop. */
 #include "engine_int.h"
+#include "drops.h"
 #include "graph.h"
 #include "log.h"
 #include "metrics.h"
@@ -255,6 +256,7 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
                            t->raw_predicate ? t->raw_predicate : "");
         }
     }
+    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
     for (size_t i = 0; i < r->n_drops; i++) {
         const kgx_drop_t *d = &r->drops[i];
         j->dropped++;

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "endpoint.h"
 #include "jsonl.h"
+#include "names.h"
 #include "tap.h"
 
 #include <stdarg.h>
@@ -119,6 +120,50 @@ int main(void)
         int rc = parse(&c, err, "--dsn", "d", bad[i][0], bad[i][1], NULL);
         ok(rc == 2 && strstr(err, bad[i][0]) && !strchr(err, '\n'), "%s %s → rc 2: %s", bad[i][0], bad[i][1], err);
         kgx_config_free(&c);
+    }
+    /* graph names: every identifier kgx derives must fit 63 bytes; reserved words and schemas that are
+     * not a graph's own are refused; one line naming the flag, rc 2 */
+    {
+        char longest[128], name[128];
+        size_t extra = kgx_names_longest(0, longest, sizeof longest);
+        ok(strstr(longest, "<graph>") && strncmp(longest, "kgx_", 4) == 0, "longest derived name: %s (+%zu)", longest, extra);
+        ok(extra >= strlen("kgx__support_edge"), "at least kgx_<graph>_support_edge (%zu extra bytes)", extra);
+        size_t max = 63 - extra;
+        memset(name, 'g', sizeof name);
+        name[max] = 0;
+        is_int(parse(&c, err, "--dsn", "d", "--graph", name, NULL), 0, "%zu-character name: accepted", max);
+        is_str(c.graph, name, "and kept");
+        kgx_config_free(&c);
+        name[max] = 'g';
+        name[max + 1] = 0;
+        int rc = parse(&c, err, "--dsn", "d", "--graph", name, NULL);
+        ok(rc == 2 && strstr(err, "--graph") && strstr(err, "too long") && strstr(err, "63") && !strchr(err, '\n'),
+           "%zu characters: rc 2, one line: %s", max + 1, err);
+        kgx_config_free(&c);
+        /* the case: 58..63 characters used to pass, then _support/_answers collided */
+        for (size_t n = 58; n <= 63; n++) {
+            name[n] = 0;
+            memset(name, 'a', n);
+            rc = parse(&c, err, "--dsn", "d", "--graph", name, NULL);
+            ok(rc == 2 && strstr(err, "too long"), "%zu characters: refused", n);
+            kgx_config_free(&c);
+        }
+        const char *refused[] = { "select", "user", "table", "from", "public", "ag_catalog", "information_schema",
+                                  "pg_catalog", "pg_toast", "pg_mine", "ab", "Graph", "9lives", "my-graph", "" };
+        for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+            rc = parse(&c, err, "--dsn", "d", "--graph", refused[i], NULL);
+            ok(rc == 2 && strstr(err, "--graph") && !strchr(err, '\n'), "--graph '%s': rc 2: %s", refused[i], err);
+            kgx_config_free(&c);
+        }
+        ok(strstr((parse(&c, err, "--dsn", "d", "--graph", "user", NULL), err), "reserved"), "says why: %s", err);
+        kgx_config_free(&c);
+        ok(strstr((parse(&c, err, "--dsn", "d", "--graph", "public", NULL), err), "not a graph"), "says why: %s", err);
+        kgx_config_free(&c);
+        const char *fine[] = { "mempalace_kg", "users", "selected", "_g1", "kg_2024", "between", "graph" };
+        for (size_t i = 0; i < sizeof fine / sizeof *fine; i++) {
+            is_int(parse(&c, err, "--dsn", "d", "--graph", fine[i], NULL), 0, "--graph '%s': accepted", fine[i]);
+            kgx_config_free(&c);
+        }
     }
     is_int(parse(&c, err, "--dsn", "d", "--bogus", NULL), 2, "unknown option");
     ok(strstr(err, "--bogus") != NULL, "names it: %s", err);
