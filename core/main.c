@@ -1,7 +1,8 @@
 /* main — kgx-run: parses the command line, then runs one mode.
  *   daemon / --once / --backfill / --dry-run : the engine (engine.c)
  *   --status [--json]                         : counters from the database, printed once
- *   --reapply                                 : stored answers re-parsed by the current policy */
+ *   --reapply                                 : stored answers re-parsed by the current policy
+ *   --adopt, --prune, --follow-deletes        : adopt.c, prune.c */
 #include "adopt.h"
 #include "config.h"
 #include "db.h"
@@ -10,6 +11,7 @@
 #include "graph.h"
 #include "httpd.h"
 #include "log.h"
+#include "prune.h"
 #include "queue.h"
 #include "reapply.h"
 #include "script.h"
@@ -245,7 +247,7 @@ int main(int argc, char **argv)
             return 2;
         }
     } else if (find_default_policy(policy, sizeof policy)) {
-        if (cfg.mode != KGX_MODE_STATUS) {
+        if (cfg.mode != KGX_MODE_STATUS && cfg.mode != KGX_MODE_PRUNE && cfg.mode != KGX_MODE_FOLLOW_DELETES) {
             fprintf(stderr, "error: no policy: prompts/default.lua not found (give --policy FILE or set KGX_POLICY)\n");
             kgx_config_free(&cfg);
             return 2;
@@ -284,6 +286,12 @@ int main(int argc, char **argv)
         kgx_script_free(s);
         break;
     }
+    case KGX_MODE_PRUNE:                  /* [dropin] core/prune.c */
+        rc = kgx_prune_run(&cfg);
+        break;
+    case KGX_MODE_FOLLOW_DELETES:         /* [dropin] core/prune.c */
+        rc = kgx_follow_deletes_run(&cfg);
+        break;
     case KGX_MODE_REAPPLY: {
         kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
         if (!s) {
