@@ -262,6 +262,7 @@ int kgx_follow_deletes_run(const kgx_config_t *cfg)
     int on = cfg->follow_deletes;
     /* DDL on MemPalace's table waits for its open transactions: not forever */
     PQclear(PQexec(c, "SET lock_timeout = '10s'"));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));   /* not "trigger … does not exist, skipping" */
     int rc = exec_ok(c, on ? "SELECT public.kgx_follow_deletes(true)" : "SELECT public.kgx_follow_deletes(false)",
                      0, NULL, NULL, err, sizeof err, "--follow-deletes", NULL);
     if (rc) {
