@@ -4,7 +4,8 @@
 #      `--prune` (in batches) retracts exactly theirs — the graph equals a clean backfill of the remaining
 #      drawers (no edge or support row of the deleted ones, shared facts keep the support of the
 #      remaining drawers), their rows complete as 'deleted'; a rerun changes nothing;
-#   2. --prune refuses while an --adopt holds the graph;
+#   2. --prune refuses while an --adopt holds the graph; interrupted (SIGINT, SIGKILL) and run again, it
+#      ends with the same graph;
 #   3. --follow-deletes on: a running daemon retracts a deleted drawer by itself; off removes the trigger;
 #   4. a drawer deleted while its request is in flight (slow fake LLM) completes as 'deleted', its earlier
 #      facts retracted.
@@ -110,6 +111,43 @@ like($r->{out}, qr/^prune \(dry run\): drawers=0 support_rows=0 edges=0$/m, '--d
     waitpid($holder, 0);
 }
 
+# ---- interrupted (SIGINT, then SIGKILL) and run again: the same end
+{
+    my @more = qw(d00004 d00005 d00006 d00007 d00008 d00013);
+    # each deleted drawer's retraction made slow: a stored answer's delete takes 0.3 s
+    psql($dsn, q{CREATE FUNCTION slow_del() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN OLD; END $$;
+                 CREATE TRIGGER slow BEFORE DELETE ON kgx_mempalace_kg_answers FOR EACH ROW EXECUTE FUNCTION slow_del()});
+    psql($dsn, 'DELETE FROM mempalace_drawers WHERE id IN (' . join(',', map { "'$_'" } @more) . ')');
+    delete $c2{docs}{$_}, delete $c2{facts}{$_} for @more;
+    my $k = spawn_kgx({ env => { %noenv, KGX_PRUNE_BATCH => 1 } }, '--dsn', $dsn, '--prune');
+    ok(wait_until(30, sub { queue_count($dsn, q{status = 'deleted'}) >= 7 }, 0.05), 'a prune under way');
+    kill 'INT', $k->{pid};
+    my $st = wait_pid($k->{pid}, 15);
+    is(defined $st ? $st >> 8 : -1, 1, 'SIGINT: exit 1');
+    my $out = read_file($k->{outfile}) // '';
+    like($out, qr/^prune: drawers=(\d+) .*\nprune: interrupted: run kgx-run --prune again to finish$/m, 'and says so')
+        or diag($out);
+    my ($first) = $out =~ /^prune: drawers=(\d+)/m;
+    ok(defined $first && $first >= 1 && $first < 6, 'after the batch under way (' . ($first // '?') . ' pruned)');
+    KgxTest::_log_spawned($k->{pid}, $st);
+    my $n0 = queue_count($dsn, q{status = 'deleted'});
+    $k = spawn_kgx({ env => { %noenv, KGX_PRUNE_BATCH => 1 } }, '--dsn', $dsn, '--prune');
+    ok(wait_until(30, sub { queue_count($dsn, q{status = 'deleted'}) > $n0 }, 0.05), 'a second prune under way');
+    kill 'KILL', $k->{pid};
+    $st = wait_pid($k->{pid}, 15);
+    is(defined $st ? $st & 127 : -1, 9, 'SIGKILL');
+    KgxTest::_log_spawned($k->{pid}, $st);
+    my $n1 = queue_count($dsn, q{status = 'deleted'});
+    cmp_ok($n1, '<', 12, "not finished ($n1 of 12 rows deleted)");
+    $r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--prune');
+    is($r->{rc}, 0, 'rerun: rc 0') or diag($r->{err});
+    like($r->{out}, qr/^prune: done$/m, 'rerun: done');
+    is(queue_count($dsn, q{status = 'deleted'}), 12, 'every deleted drawer marked once');
+    psql($dsn, 'DROP TRIGGER slow ON kgx_mempalace_kg_answers');
+    graph_matches(graph_dump($dsn), expected_graph(\%c2), 'after interruptions and a rerun');
+    canon_is(graph_canon(graph_dump($dsn)), reference_canon(\%c2), 'after interruptions: the graph of a clean backfill');
+}
+
 # ---- usage
 $r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--follow-deletes', 'maybe');
 is($r->{rc}, 2, '--follow-deletes maybe: rc 2');
@@ -134,7 +172,7 @@ is(psql($dsn, q{SELECT count(*) FROM pg_trigger WHERE tgname = 'kgx_follow_delet
     my @more = qw(d00003 d00030);
     psql($dsn, 'DELETE FROM mempalace_drawers WHERE id IN (' . join(',', map { "'$_'" } @more) . ')');
     delete $c2{docs}{$_}, delete $c2{facts}{$_} for @more;
-    ok(wait_until(30, sub { queue_count($dsn, q{status = 'deleted'}) == 8 && queue_count($dsn, 'completed_at IS NULL') == 0 }),
+    ok(wait_until(30, sub { queue_count($dsn, q{status = 'deleted'}) == 14 && queue_count($dsn, 'completed_at IS NULL') == 0 }),
        'the daemon retracted the deleted drawers by itself');
     is(stop_kgx($k), 0, 'daemon stops');
     graph_matches(graph_dump($dsn), expected_graph(\%c2), 'after the trigger');
