@@ -166,6 +166,10 @@ is(psql($dsn, q{SELECT count(*) FROM pg_trigger WHERE tgname = 'kgx_follow_delet
 $r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--follow-deletes', 'on');
 is($r->{rc}, 0, '--follow-deletes on again: rc 0');
 is(psql($dsn, q{SELECT count(*) FROM pg_trigger WHERE tgname = 'kgx_follow_deletes'}), 1, 'still one trigger');
+$r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--status', '--json');
+is((eval { json_decode($r->{out}) } // {})->{follow_deletes}, JSON::PP::true, '--status --json: follow_deletes true');
+$r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--status');
+like($r->{out}, qr/^follow_deletes\s+on\b/m, '--status: follow_deletes on');
 {
     my $k = spawn_kgx({ env => \%noenv }, '--dsn', $dsn, '--endpoint', $fake->{url}, '--poll-interval', 60);
     ok(wait_until(30, sub { (read_file($k->{errfile}) // '') =~ /\bdb up\b/ }), 'daemon up') or diag(read_file($k->{errfile}));
@@ -180,6 +184,8 @@ is(psql($dsn, q{SELECT count(*) FROM pg_trigger WHERE tgname = 'kgx_follow_delet
 $r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--follow-deletes', 'off');
 is($r->{rc}, 0, '--follow-deletes off: rc 0') or diag($r->{err});
 is(psql($dsn, q{SELECT count(*) FROM pg_trigger WHERE tgname = 'kgx_follow_deletes'}), 0, 'the trigger is gone');
+$r = run_kgx({ env => \%noenv }, '--dsn', $dsn, '--status', '--json');
+is((eval { json_decode($r->{out}) } // {})->{follow_deletes}, JSON::PP::false, '--status --json: follow_deletes false');
 psql($dsn, q{DELETE FROM mempalace_drawers WHERE id = 'd00031'});
 is(queue_count($dsn, q{drawer_id = 'd00031' AND completed_at IS NOT NULL AND status IS NULL}), 1,
    'without it a delete leaves the row alone');
