@@ -1,6 +1,7 @@
 /* graph — see graph.h. */
 #include "graph.h"
 #include "log.h"
+#include "names.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,15 +22,10 @@ const char *const kgx_graph_session_sql[] = {
     NULL
 };
 
+/* [dropin] the whole check (derived identifiers' length, reserved words, foreign schemas) is core/names.c's */
 int kgx_graph_name_ok(const char *g)
 {
-    size_t n = strlen(g);
-    if (n < 3 || n > 63) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = g[i];
-        if (!((c >= 'a' && c <= 'z') || c == '_' || (i && c >= '0' && c <= '9'))) return 0;
-    }
-    return 1;
+    return kgx_names_check_graph(g, NULL, 0) == 0;
 }
 
 static char *subst_graph(const char *tmpl, const char *graph)

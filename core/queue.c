@@ -24,7 +24,7 @@ static const char *result_error(const PGresult *res, const char *err)
 
 /* ------------------------------------------------------------------ claim */
 
-/* Oldest pending rows first; the drawer's text comes back with the claim (one round trip). */
+/* Oldest pending rows first; the drawer's text is fetched afterwards, within the memory budget. */
 static const char claim_sql[] =
     "WITH c AS ("
     "  SELECT drawer_id FROM " Q
@@ -35,7 +35,9 @@ static const char claim_sql[] =
     " UPDATE " Q " q SET started_at = now(), worker_id = $1, claim_token = nextval('public.kgx_claim_seq')"
     "  FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id"
     " WHERE q.drawer_id = c.drawer_id"
-    " RETURNING q.drawer_id, coalesce(d.wing, q.wing), coalesce(d.room, q.room), d.document,"
+    /* budget: the claim returns the text's size (octet_length), not the text; it is read within the
+     * memory budget by kgx_queue_fetch_text (see budget.c) */
+    " RETURNING q.drawer_id, coalesce(d.wing, q.wing), coalesce(d.room, q.room), octet_length(d.document),"
     "           d.metadata::text, q.claim_token, q.attempts, (d.id IS NULL)";
 
 typedef struct {
@@ -75,8 +77,9 @@ static void claim_done(const PGresult *res, const char *err, const char *sqlstat
         r->drawer_id = dup_or_null(res, i, 0);
         r->wing = dup_or_null(res, i, 1);
         r->room = dup_or_null(res, i, 2);
-        r->document = dup_or_null(res, i, 3);
-        r->document_len = r->document ? (size_t)PQgetlength(res, i, 3) : 0;
+        /* budget: column 3 is the text's size; the text itself comes later (kgx_queue_fetch_text) */
+        r->text_pending = !PQgetisnull(res, i, 3);
+        r->document_len = r->text_pending ? (size_t)strtoull(PQgetvalue(res, i, 3), NULL, 10) : 0;
         r->metadata = dup_or_null(res, i, 4);
         r->token = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         r->attempts = atoi(PQgetvalue(res, i, 6));
@@ -114,6 +117,124 @@ void kgx_claim_rows_free(kgx_claim_row_t *rows, int n)
         free(rows[i].metadata);
     }
     free(rows);
+}
+
+/* ------------------------------------------------------------------ drawer text, in pieces */
+
+/* One piece of the text: substr counts characters, so each piece also says how many bytes the
+ * whole text has now (a drawer edited since the claim is noticed) and whether the row still exists
+ * (no row: no result row). Pieces keep the transient copies (libpq's buffer, the result) small
+ * whatever the drawer's size; the server-side cost of substr on a compressed TOAST value grows with
+ * the offset, hence few, large pieces (see piece_chars). */
+static const char text_sql[] =
+    "SELECT substr(document, $2::int, $3::int), octet_length(document)"
+    "  FROM public.mempalace_drawers WHERE id = $1";
+
+struct kgx_text_fetch {
+    kgx_db_t *db;
+    char *drawer_id;
+    char *buf;                 /* len + 1 bytes, filled up to got */
+    size_t len, got;
+    long long next_char;       /* 1-based character position of the next piece */
+    long long piece;           /* characters per piece */
+    int pieces;                /* queries answered */
+    kgx_queue_text_cb cb;
+    void *ud;
+};
+
+/* characters per piece: 1 Mi, or 1/32 of the text for huge drawers (bounds the number of queries) */
+static long long piece_chars(size_t len)
+{
+    long long p = (long long)(len / 32);
+    return p < (1LL << 20) ? (1LL << 20) : p;
+}
+
+static void text_fetch_free(kgx_text_fetch_t *f)
+{
+    free(f->drawer_id);
+    free(f->buf);
+    free(f);
+}
+
+static int text_query(kgx_text_fetch_t *f);
+
+static void text_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    kgx_text_fetch_t *f = ud;
+    (void)sqlstate;
+    const char *e = result_error(res, err);
+    int status = 0;
+    if (e) {
+        status = KGX_TEXT_ERROR;
+    } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        status = KGX_TEXT_GONE;
+    } else if ((size_t)strtoull(PQgetvalue(res, 0, 1), NULL, 10) != f->len) {
+        status = KGX_TEXT_CHANGED;
+    } else {
+        size_t n = (size_t)PQgetlength(res, 0, 0);
+        if (n > f->len - f->got) {
+            status = KGX_TEXT_CHANGED;
+        } else {
+            memcpy(f->buf + f->got, PQgetvalue(res, 0, 0), n);
+            f->got += n;
+            f->pieces++;
+            f->next_char += f->piece;
+            if (n > 0 && f->got < f->len) {
+                if (text_query(f) == 0) return;   /* the next piece */
+                status = KGX_TEXT_ERROR;
+                e = "database handle closing";
+            } else if (f->got != f->len) {
+                status = KGX_TEXT_CHANGED;        /* shorter than its octet_length said */
+            }
+        }
+    }
+    kgx_queue_text_cb cb = f->cb;
+    void *cud = f->ud;
+    int pieces = f->pieces;
+    char *text = NULL;
+    size_t len = 0;
+    if (status == 0) {
+        f->buf[f->len] = '\0';
+        text = f->buf;
+        len = f->len;
+        f->buf = NULL;
+    }
+    text_fetch_free(f);
+    cb(status, text, len, pieces, status == KGX_TEXT_ERROR ? (e ? e : "database error") : NULL, cud);
+}
+
+static int text_query(kgx_text_fetch_t *f)
+{
+    char from[32], count[32];
+    snprintf(from, sizeof from, "%lld", f->next_char);
+    snprintf(count, sizeof count, "%lld", f->piece);
+    const char *p[] = { f->drawer_id, from, count };
+    return kgx_db_query(f->db, text_sql, 3, p, text_done, f);
+}
+
+kgx_text_fetch_t *kgx_queue_fetch_text(kgx_db_t *db, const char *drawer_id, size_t len,
+                                       kgx_queue_text_cb cb, void *ud)
+{
+    kgx_text_fetch_t *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->db = db;
+    f->drawer_id = strdup(drawer_id);
+    f->buf = malloc(len + 1);
+    f->len = len;
+    f->next_char = 1;
+    f->piece = piece_chars(len);
+    f->cb = cb;
+    f->ud = ud;
+    if (!f->drawer_id || !f->buf || text_query(f) != 0) {
+        text_fetch_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void kgx_queue_fetch_abandon(kgx_text_fetch_t *f)
+{
+    if (f) text_fetch_free(f);
 }
 
 /* ------------------------------------------------------------------ failures */

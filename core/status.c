@@ -1,5 +1,6 @@
 /* status — see status.h. */
 #include "status.h"
+#include "drops.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +23,8 @@ void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
                    p->stopping ? "true" : "false", p->uptime_s);
     kgx_buf_printf(b, ",\"jobs\":{\"active\":%d,\"recording_failure\":%d,\"writing\":%d,\"write_retry\":%d}",
                    p->jobs_active, p->jobs_recording_failure, p->jobs_writing, p->jobs_write_retry);
+    kgx_buf_adds(b, ",");                       /* [dropin] drops by reason class, capped answers */
+    kgx_drops_json(b);
     kgx_buf_adds(b, ",\"endpoints\":[");
     for (int i = 0; p->eps && i < p->eps->n; i++) {
         const kgx_endpoint_t *ep = &p->eps->ep[i];
