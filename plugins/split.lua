@@ -16,6 +16,8 @@
 --   overlap      max bytes of the previous chunk's last sentence prepended to the next (default:
 --                min(400, 15 % of the chunk budget)); 0 disables it
 --   min_tokens   floor for the text budget (default 32) when the rest leaves nothing
+--   max_tokens   a ceiling for the text budget (ctx.max_tokens: the host re-splits one chunk whose
+--                answer was cut at n_predict into pieces of at most this many tokens)
 --   bytes_per_token  3: kgx.tokens counts ceil(bytes/3), so budget·3 bytes fit the budget
 --
 -- Cuts: at paragraph boundaries (blank lines) first, then sentence ends (. ! ? followed by
@@ -46,6 +48,9 @@ function M.budget(opts)
     local margin = tonumber(opts.margin) or (16 + floor(ctx * 0.05))
     local t = ctx - instr - reserve - margin
     t = max(t, tonumber(opts.min_tokens) or 32)
+    -- the host asks for smaller pieces of one chunk whose answer was cut at n_predict
+    local cap = tonumber(opts.max_tokens)
+    if cap and cap > 0 then t = min(t, max(floor(cap), 8)) end
     local bpt = tonumber(opts.bytes_per_token) or 3
     return t, t * bpt
 end

@@ -53,7 +53,7 @@ local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES, vocabulary = VOCAB.name
 function split(drawer, ctx)
     ctx = ctx or {}
     return (splitter.split(drawer.document, {
-        n_ctx = ctx.n_ctx, shrink = ctx.shrink,
+        n_ctx = ctx.n_ctx, shrink = ctx.shrink, max_tokens = ctx.max_tokens,
         instruction_tokens = llama.overhead_tokens(PROMPT, "chat"),
         n_predict = llama.n_predict(N_PREDICT, ctx.n_ctx),
         overlap = 0,   -- code: no repeated lines across chunks
@@ -71,7 +71,7 @@ end
 function parse(body, chunk, drawer)
     local triples, err = parser.parse(body)
     if not triples then error("unparseable answer: " .. err, 0) end
-    return entity.cap(triples, MAX_TRIPLES)
+    return entity.cap(triples, MAX_TRIPLES), err   -- err is the verdict here: "whole"
 end
 
 function accept(triple, drawer)
