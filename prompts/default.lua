@@ -36,10 +36,14 @@ local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES })
 -- Hooks --------------------------------------------------------------------------------------
 function split(drawer, ctx)
     ctx = ctx or {}
+    -- the output cap and the list size are sized together (a full answer fits); a tiny budget is said once
+    local n_predict = llama.sized({ n_predict = N_PREDICT, n_ctx = ctx.n_ctx, max_triples = MAX_TRIPLES })
+    local instruction_tokens = llama.overhead_tokens(PROMPT, "completion")
+    llama.budget_warning(instruction_tokens, n_predict, ctx.n_ctx)
     return (splitter.split(drawer.document, {
         n_ctx = ctx.n_ctx, shrink = ctx.shrink, max_tokens = ctx.max_tokens,
-        instruction_tokens = llama.overhead_tokens(PROMPT, "completion"),
-        n_predict = llama.n_predict(N_PREDICT, ctx.n_ctx),
+        instruction_tokens = instruction_tokens,
+        n_predict = n_predict,
     }))
 end
 
@@ -47,7 +51,7 @@ function request(chunk, drawer, ctx)
     ctx = ctx or {}
     return llama.completion({
         instructions = PROMPT, text = chunk, schema = SCHEMA,
-        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE,
+        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE, max_triples = MAX_TRIPLES,
     })
 end
 

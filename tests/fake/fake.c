@@ -70,9 +70,10 @@ static struct {
 
 /* ------------------------------------------------------------------ faults */
 enum { F_NONE, F_500, F_503, F_HANG, F_RESET, F_MALFORMED, F_TRUNCATED, F_EMPTY, F_FENCE, F_PROSE,
-       F_PAD, F_MIX, F_COUNT };
+       F_PAD, F_MIX, F_KV500, F_PROSECUT, F_LIMITCUT, F_CTXCUT, F_COUNT };
 static const char *fault_names[F_COUNT] = { "", "500", "503", "hang", "reset", "malformed", "truncated",
-                                            "empty", "fence", "prose", "pad", "mix" };
+                                            "empty", "fence", "prose", "pad", "mix",
+                                            "kv500", "prosecut", "limitcut", "ctxcut" };
 /* what `mix` chooses from: every kind but hang (and mix) */
 static const int mix_kinds[] = { F_500, F_503, F_RESET, F_MALFORMED, F_TRUNCATED, F_EMPTY, F_FENCE,
                                  F_PROSE, F_PAD };
@@ -271,6 +272,7 @@ static void write_raw(conn_t *c, const char *s, size_t n, int close_after)
 static void respond(conn_t *c, int status, const char *body, size_t len)
 {
     if (!c || c->closing) return;
+    if (status >= 400) c->keep_alive = 0;   /* llama-server closes the connection after every error */
     buf_t b = { 0 };
     buf_printf(&b, "HTTP/1.1 %d %s\r\nServer: fake-llama\r\nContent-Type: application/json; charset=utf-8\r\n"
                    "Content-Length: %zu\r\n%s\r\n",
@@ -536,6 +538,8 @@ static void ep_extract(conn_t *c, const char *kind)
     switch (fault) {
     case F_500: respond_error(c, 500, "server_error", "Internal server error (injected fault)"); break;
     case F_503: respond_loading(c); break;
+    /* a unified KV pool that filled up: llama-server's answer to every request active at that moment */
+    case F_KV500: respond_error(c, 500, "server_error", "Context size has been exceeded."); break;
     case F_RESET: c->reset = 1, conn_close(c); break;
     case F_HANG:
         j = calloc(1, sizeof *j);

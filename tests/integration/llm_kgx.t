@@ -1,0 +1,98 @@
+#!/usr/bin/env perl
+# llm_kgx — kgx against Debian's real llama-server (scripts/sandbox-llm): a full backfill of
+# samples/drawers.jsonl with -np 4 and without -np (one unified KV pool: capacity 500s lower the
+# in-flight limit instead of shrinking drawers; ≤ 1.3× the requests, every drawer completes, the fix
+# logged once); a prompt over the slot's context (400, learned n_ctx, re-split); an answer cut at
+# n_predict splits only that chunk, bounded, and names n_predict when it cannot go further.
+use strict;
+use warnings;
+use lib "$ENV{KGX_ROOT}/tests/llm", "$ENV{KGX_ROOT}/tests/integration/policies";
+use KgxTest;
+use PolTest;
+use RealLlm;
+use File::Temp ();
+
+my $root = kgx_root();
+my %ENV0 = (MEMPALACE_POSTGRES_DSN => undef, KGX_POLICY => undef, MEMPALACE_KG_LLM_ENDPOINT => undef);
+diag("real server: " . llm_version());
+
+my @samples;
+open(my $fh, '<', "$root/samples/drawers.jsonl") or die "samples: $!";
+while (my $l = <$fh>) { push @samples, json_decode($l) if $l =~ /\S/ }
+close $fh;
+is(scalar @samples, 120, '120 sample drawers');
+
+sub launches { my $n = () = llm_log($_[0]) =~ /launch_slot_/g; return $n }
+
+sub backfill {
+    my ($label, $srv, @extra) = @_;
+    my $dsn = fresh_db("llm_$label");
+    add_drawers($dsn, \@samples);
+    my $before = launches($srv);
+    my $r = run_kgx({ env => \%ENV0, timeout => 500 }, '--dsn', $dsn, '--endpoint', $srv->{url}, '--backfill',
+                    '--progress-interval', 30, @extra);
+    my $sent = launches($srv) - $before;
+    is($r->{rc}, 0, "$label: backfill exits 0") or diag(substr($r->{err}, -3000));
+    like($r->{err}, qr/^final: completed=120 pending=0 in_flight=0 /m, "$label: every drawer completed");
+    my $q = queue($dsn);
+    is(scalar(grep { $_->{completed} } values %$q), 120, "$label: 120 rows completed, none parked");
+    my $facts = psql($dsn, 'SELECT coalesce(sum(triples_extracted), 0) FROM public.mempalace_kg_extraction_queue');
+    my $bytes = psql($dsn, 'SELECT coalesce(avg(octet_length(body)), 0)::int FROM public.kgx_mempalace_kg_answers');
+    diag("$label: $sent requests, $facts facts, $bytes bytes per stored answer");
+    return { r => $r, sent => $sent, dsn => $dsn, bytes => $bytes };
+}
+
+# ---------------------------------------------------------------- -np 4 against no -np
+my $s4 = llm_up(np => 4, ctx => 8192, name => 'np4');
+my $a = backfill('np4', $s4);
+cmp_ok($a->{sent}, '>=', 120, 'np4: at least one request per drawer');
+cmp_ok($a->{bytes}, '<', 1500, 'stored answers are compact: no prompt echo, no generation settings');
+my $st = sql_json($a->{dsn}, 'SELECT body FROM public.kgx_mempalace_kg_answers LIMIT 1');
+my $b = eval { json_decode($st->[0]{body}) } || {};
+ok(defined $b->{content} && $b->{stop_type} && exists $b->{timings}{cache_n} && defined $b->{tokens_evaluated},
+   'a stored answer keeps content, stop_type, token counts and timings.cache_n') or diag($st->[0]{body});
+ok(!exists $b->{prompt} && !exists $b->{generation_settings}, '… and not the prompt or the generation settings');
+# --reapply works from the compact answers
+my $before = psql($a->{dsn}, 'SELECT count(*) FROM public.kgx_mempalace_kg_support');
+my $rr = run_kgx({ env => \%ENV0, timeout => 120 }, '--dsn', $a->{dsn}, '--reapply');
+is($rr->{rc}, 0, '--reapply from the compact stored answers: rc 0') or diag($rr->{err});
+is(psql($a->{dsn}, 'SELECT count(*) FROM public.kgx_mempalace_kg_support'), $before, '… the same support rows');
+llm_down($s4);
+
+my $su = llm_up(np => 'none', ctx => 8192, name => 'unified');
+my $u = backfill('unified', $su);
+my $told = () = $u->{r}{err} =~ /-np N .*--no-kv-unified/g;
+ok($u->{sent} <= 1.3 * $a->{sent}, "without -np: $u->{sent} requests, at most 1.3 x the $a->{sent} of -np 4");
+cmp_ok($told, '<=', 1, 'the fix (-np N or --no-kv-unified) is logged at most once');
+unlike($u->{r}{err}, qr/splitting smaller, shrink=[3-9]/, 'no drawer shrunk again and again');
+llm_down($su);
+
+# ---------------------------------------------------------------- a prompt over the slot's context
+my $s2 = llm_up(np => 4, ctx => 4096, name => 'small');      # 1024 tokens a slot
+my $dsn = fresh_db('llm_overflow');
+add_drawers($dsn, [{ id => 'big', document => join(' ', map { "Alice works on Apollo number $_." } 1 .. 300) }]);
+my $r = run_kgx({ env => \%ENV0, timeout => 300 }, '--dsn', $dsn, '--endpoint', $s2->{url}, '--backfill',
+                '--ctx-size', 8192);
+is($r->{rc}, 0, 'kgx told 8192 tokens a slot, the server has 1024: still completes') or diag(substr($r->{err}, -2000));
+like($r->{err}, qr/context exceeded \(n_ctx=1024\)/, 'the 400 taught kgx the slot\'s real n_ctx and it split the drawer');
+like($r->{err}, qr/^final: completed=1 pending=0/m, 'the drawer completed');
+
+# ---------------------------------------------------------------- cut at n_predict
+my $tmp = File::Temp->newdir();
+mkdir "$tmp/prompts";
+symlink("$root/plugins", "$tmp/plugins") or die "symlink: $!";
+my $pol = read_file("$root/prompts/default.lua");
+$pol =~ s/n_ctx = ctx\.n_ctx, temperature = TEMPERATURE,/$& extra = { n_predict = 20 },/ or die 'policy edit';
+$pol .= "\nSCHEMA.properties.triples.minItems = 2\n";
+open(my $pf, '>', "$tmp/prompts/short.lua") or die; print $pf $pol; close $pf;
+my $doc = join(' ', map { "Bob uses Kafka in team $_." } 1 .. 40);
+$r = run_kgx({ env => \%ENV0, timeout => 120, stdin => json_encode({ id => 'cut', document => $doc }) . "\n" },
+             '--dry-run', '-', '--endpoint', $s2->{url}, '--policy', "$tmp/prompts/short.lua", '--max-attempts', 1);
+like($r->{err}, qr/answer cut at n_predict: chunk 0 \(\d+ tokens\) split into \d+ smaller chunks/,
+     'an answer cut at n_predict splits only that chunk smaller') or diag(substr($r->{err}, -2000));
+like($r->{out}, qr/FAILED after 1 attempts: answer cut at n_predict .*cannot be split further/,
+     'bounded: when the pieces are still cut the drawer fails with a reason naming n_predict') or diag($r->{out});
+unlike($r->{out}, qr/would write/, 'nothing written from a cut answer');
+llm_down($s2);
+
+done_testing();
