@@ -17,7 +17,8 @@
 --                min(400, 15 % of the chunk budget)); 0 disables it
 --   min_tokens   floor for the text budget (default 32) when the rest leaves nothing
 --   max_tokens   a ceiling for the text budget (ctx.max_tokens: the host re-splits one chunk whose
---                answer was cut at n_predict into pieces of at most this many tokens)
+--                answer was cut at n_predict into pieces of at most this many tokens); sentences are
+--                then never cut (a sentence longer than that is a piece of its own)
 --   bytes_per_token  3: kgx.tokens counts ceil(bytes/3), so budget·3 bytes fit the budget
 --
 -- Cuts: at paragraph boundaries (blank lines) first, then sentence ends (. ! ? followed by
@@ -139,11 +140,14 @@ function M.split(text, opts)
         end
         cur = pos; cur_end = b
     end
+    -- re-splitting one chunk for a smaller answer (max_tokens): a sentence stays whole — half a
+    -- sentence states a different fact, or none
+    local whole = opts.max_tokens ~= nil or opts.whole_sentences
     local function unit(a, b, finer)
         if b - cur + 1 <= limit then cur_end = b; return end
         emit()
         if b - a + 1 <= limit then cur_end = b; return end
-        if finer then finer(a, b) else long_sentence(a, b) end
+        if finer then finer(a, b) elseif whole then cur_end = b else long_sentence(a, b) end
     end
     paragraphs(text, function(a, b)
         unit(a, b, function(pa, pb)
