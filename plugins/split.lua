@@ -110,7 +110,8 @@ function M.split(text, opts)
     local _, budget = M.budget(opts)
     if #text <= budget then return { text }, { { overlap = 0 } } end
 
-    local ov_max = tonumber(opts.overlap) or min(400, floor(budget * 0.15))
+    -- no overlap by default when re-splitting one chunk (max_tokens): halves, not thirds
+    local ov_max = tonumber(opts.overlap) or (opts.max_tokens and 0) or min(400, floor(budget * 0.15))
     local limit = budget - ov_max               -- bytes of new text per chunk
     if limit < 16 then limit = budget; ov_max = 0 end
 

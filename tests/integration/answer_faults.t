@@ -61,4 +61,32 @@ for my $kind (qw(prosecut limitcut ctxcut kv500 all)) {
     stop_fake($fake);
 }
 
+# ---------------------------------------------------------------- one unified KV pool
+# (the fake's --kv-unified: llama-server without -np) against the same slots with a pool each
+{
+    my %sent;
+    for my $mode (['separate', '--ctx-size', 4096], ['unified', '--ctx-size', 1024, '--kv-unified']) {
+        my ($name, @args) = @$mode;
+        my $dsn = fresh_db("answer_kv_$name");
+        create_drawers($dsn, $c);
+        my $fake = start_fake('--parallel', 4, '--latency-ms', 20, '--gen-us-per-token', 2000, @args);
+        $r = run_kgx({ timeout => 180 }, '--dsn', $dsn, '--endpoint', $fake->{url}, '--backfill', '--max-attempts', 6);
+        is($r->{rc}, 0, "kv $name: backfill exits 0") or diag(substr($r->{err}, -3000));
+        my $q = queue_rows($dsn);
+        is(scalar(grep { $_->{completed} } values %$q), $N, "kv $name: every drawer completed");
+        canon_is(graph_canon(graph_dump($dsn)), $canon, "kv $name: graph identical to the clean run");
+        my $s = fake_stats($fake);
+        $sent{$name} = $s->{extraction_requests};
+        my $f500 = () = $r->{err} =~ /capacity signal/g;
+        note("kv $name: $sent{$name} requests; lowered the limit $f500 times");
+        if ($name eq 'unified') {
+            like($r->{err}, qr/--no-kv-unified/, 'kv unified: the fix is logged');
+            is(psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE attempts > 0'), 0,
+               'kv unified: no attempt charged');
+        }
+        stop_fake($fake);
+    }
+    cmp_ok($sent{unified}, '<=', 1.3 * $sent{separate}, "one shared pool: $sent{unified} requests, at most 1.3 x the $sent{separate} of separate slots");
+}
+
 done_testing();

