@@ -2,6 +2,7 @@
  * policy). The engine owns the list of jobs and calls in here; everything below runs on the loop. */
 #include "engine_int.h"
 #include "answer.h"
+#include "drops.h"
 #include "graph.h"
 #include "log.h"
 #include "metrics.h"
@@ -52,6 +53,7 @@ static void job_reset_chunks(job_t *j)
 void job_free(job_t *j)
 {
     kgx_engine_t *e = j->e;
+    kgx_budget_release(e, j);     /* budget: its charge back, its text read (if any) orphaned */
     job_reset_chunks(j);
     j->prev->next = j->next;
     j->next->prev = j->prev;
@@ -107,6 +109,7 @@ static int is_blank(const char *s, size_t n)
 void job_split(job_t *j)
 {
     kgx_engine_t *e = j->e;
+    if (kgx_budget_need_text(e, j)) return;   /* budget: text not in memory; the pump splits once read */
     j->split_done = 1;
     if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
         j->nchunks = 0;
@@ -130,6 +133,7 @@ void job_split(job_t *j)
         return;
     }
     j->script_job = ref;
+    kgx_budget_split_done(e, j);    /* budget: the C copy of the text goes (Lua holds it) */
     j->nchunks = n;
     j->ndone = 0;
     j->chunk_cap = n + EXTRA_CHUNKS;    /* [answer] */
@@ -258,6 +262,7 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
                            t->raw_predicate ? t->raw_predicate : "");
         }
     }
+    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
     for (size_t i = 0; i < r->n_drops; i++) {
         const kgx_drop_t *d = &r->drops[i];
         j->dropped++;

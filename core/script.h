@@ -125,6 +125,12 @@ void kgx_result_clear(kgx_result_t *r);
  * split gives fewer than two pieces (the chunk cannot be split further); -1 on error with err set. */
 int kgx_script_split_chunk(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx, int max_tokens,
                            size_t *first, char *err, size_t errlen);
+/* [dropin] Runs accept on one host-built raw triple {subject, predicate, object, confidence} (no parse):
+ * 0 with *out filled (free with kgx_result-style frees of its fields), 1 rejected (reason in why),
+ * -1 the hook failed (err). Used by --adopt to map old predicates through the policy. */
+int kgx_script_accept_one(kgx_script_t *s, int job, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out,
+                          char *why, size_t whylen, char *err, size_t errlen);
 /* Releases the job's registry state. Unknown/0 refs are a no-op. */
 void kgx_script_job_free(kgx_script_t *s, int job);
 
