@@ -78,7 +78,8 @@ my $r2 = llm_post($s, '/completion', { prompt => $prompt, n_predict => 4, id_slo
 my $n = $r2->{json}{tokens_evaluated} // 0;
 is($r2->{json}{timings}{cache_n}, $n - 1, "the same prompt again: timings.cache_n = prompt tokens − 1 ($n − 1)");
 is($r2->{json}{timings}{prompt_n}, 1, '… and prompt_n 1');
-cmp_ok($r2->{json}{tokens_cached}, '>', $n, 'tokens_cached counts what the slot holds afterwards, not the reuse');
+is($r2->{json}{tokens_cached}, $n + ($r2->{json}{tokens_predicted} // 0) - 1,
+   'tokens_cached = evaluated + predicted - 1: what the slot holds afterwards, not the reuse');
 
 # ---------------------------------------------------------------- no -np: four slots, one unified KV pool
 my $u = llm_up(np => 'none', ctx => 1024, name => 'unified');
