@@ -22,6 +22,10 @@ static const char usage_text[] =
 "  --status [--json]         print queue counters and exit\n"
 "  --dry-run FILE|- [--json] run the policy and the LLM on JSONL/plain-text drawers; no database\n"
 "  --reapply [--reapply-drawer ID]  re-run parse/accept of the current policy over stored answers\n"
+"  --adopt [--dry-run] [--requeue-empty]  take over a graph the Python worker wrote\n"
+"  --prune [--dry-run]       retract the facts of drawers no longer in mempalace_drawers\n"
+"  --follow-deletes on|off   install/remove the trigger on mempalace_drawers that re-queues a\n"
+"                            deleted drawer so the daemon retracts it (DDL on MemPalace's table)\n"
 "\n"
 "connections\n"
 "  --dsn DSN                 PostgreSQL (env MEMPALACE_POSTGRES_DSN); required except for --dry-run\n"
@@ -179,6 +183,7 @@ enum {
     O_TIMEOUT, O_GRAPH, O_BACKFILL, O_BACKFILL_LIMIT, O_PROGRESS, O_ONCE, O_STATUS, O_JSON,
     O_DRY_RUN, O_HTTP, O_HTTP_PUBLIC, O_WORKER_ID, O_LOG_LEVEL, O_HELP, O_VERSION, O_REAPPLY,
     O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP, O_ADOPT, O_ADOPT_DRY, O_REQUEUE_EMPTY,
+    O_PRUNE, O_FOLLOW_DELETES,
     O_MEMORY_BUDGET
 };
 
@@ -214,6 +219,8 @@ static const struct option options[] = {
     { "adopt", no_argument, 0, O_ADOPT },
     { "adopt-dry-run", no_argument, 0, O_ADOPT_DRY },    /* --dry-run next to --adopt (see below) */
     { "requeue-empty", no_argument, 0, O_REQUEUE_EMPTY },
+    { "prune", no_argument, 0, O_PRUNE },
+    { "follow-deletes", required_argument, 0, O_FOLLOW_DELETES },
     { "help", no_argument, 0, O_HELP },
     { "version", no_argument, 0, O_VERSION },
     { 0, 0, 0, 0 }
@@ -270,11 +277,12 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         c->max_triples = (int)l;
     }
 
-    int backfill = 0, once = 0, status = 0, reapply = 0, adopt = 0, requeue_empty = 0;
-    /* next to --adopt, --dry-run takes no FILE: it means "report only" */
+    int backfill = 0, once = 0, status = 0, reapply = 0, adopt = 0, requeue_empty = 0, prune = 0, follow = 0;
+    /* next to --adopt or --prune, --dry-run takes no FILE: it means "report only" */
     char *args[argc + 1];
     int with_adopt = 0;
-    for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--adopt")) with_adopt = 1;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--adopt") || !strcmp(argv[i], "--prune")) with_adopt = 1;
     for (int i = 0; i < argc; i++)
         args[i] = with_adopt && !strcmp(argv[i], "--dry-run") ? (char *)"--adopt-dry-run" : argv[i];
     args[argc] = NULL;
@@ -341,6 +349,13 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_ADOPT: adopt = 1; break;
         case O_ADOPT_DRY: c->adopt_dry_run = 1; break;
         case O_REQUEUE_EMPTY: requeue_empty = 1; break;
+        case O_PRUNE: prune = 1; break;
+        case O_FOLLOW_DELETES:
+            if (!strcmp(v, "on")) c->follow_deletes = 1;
+            else if (!strcmp(v, "off")) c->follow_deletes = 0;
+            else BAD("expected on or off, got '%s'");
+            follow = 1;
+            break;
         case 'h': case O_HELP: c->mode = KGX_MODE_HELP; return 0;
         case 'V': case O_VERSION: c->mode = KGX_MODE_VERSION; return 0;
         case '?':
@@ -359,9 +374,10 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         snprintf(err, errlen, "error: unexpected argument '%s' (see --help)", argv[optind]);
         return 2;
     }
-    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply + adopt;
+    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply + adopt + prune + follow;
     if (modes > 1) {
-        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply, --adopt");
+        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply, --adopt,"
+                 " --prune, --follow-deletes");
         return 2;
     }
     if (requeue_empty && !adopt) {
@@ -370,6 +386,8 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
     }
     c->requeue_empty = requeue_empty;
     if (adopt) c->mode = KGX_MODE_ADOPT;
+    else if (prune) c->mode = KGX_MODE_PRUNE;
+    else if (follow) c->mode = KGX_MODE_FOLLOW_DELETES;
     else if (backfill) c->mode = KGX_MODE_BACKFILL;
     else if (once) c->mode = KGX_MODE_ONCE;
     else if (status) c->mode = KGX_MODE_STATUS;

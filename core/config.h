@@ -10,7 +10,7 @@
 
 typedef enum { KGX_MODE_DAEMON, KGX_MODE_ONCE, KGX_MODE_BACKFILL, KGX_MODE_STATUS,
                KGX_MODE_DRY_RUN, KGX_MODE_REAPPLY, KGX_MODE_HELP, KGX_MODE_VERSION,
-               KGX_MODE_ADOPT } kgx_mode_t;
+               KGX_MODE_ADOPT, KGX_MODE_PRUNE, KGX_MODE_FOLLOW_DELETES } kgx_mode_t;
 
 typedef struct {
     kgx_mode_t mode;
@@ -38,8 +38,9 @@ typedef struct {
     int keep_answers;        /* store raw answers (default 1) */
     size_t memory_budget;    /* --memory-budget: bytes for drawers in flight (budget.c; default in config.c) */
     char *reapply_where;     /* --reapply-drawer ID (optional filter) */
-    int adopt_dry_run;       /* --adopt --dry-run: report only */
+    int adopt_dry_run;       /* --adopt --dry-run, --prune --dry-run: report only */
     int requeue_empty;       /* --adopt --requeue-empty */
+    int follow_deletes;      /* --follow-deletes on (1) | off (0) */
 } kgx_config_t;
 
 /* Parses argv/env into cfg. Returns 0, or 2 with a one-line message in err (usage error). */

@@ -1,7 +1,8 @@
 /* main — kgx-run: parses the command line, then runs one mode.
  *   daemon / --once / --backfill / --dry-run : the engine (engine.c)
  *   --status [--json]                         : counters from the database, printed once
- *   --reapply                                 : stored answers re-parsed by the current policy */
+ *   --reapply                                 : stored answers re-parsed by the current policy
+ *   --adopt, --prune, --follow-deletes        : adopt.c, prune.c */
 #include "adopt.h"
 #include "config.h"
 #include "db.h"
@@ -10,6 +11,7 @@
 #include "graph.h"
 #include "httpd.h"
 #include "log.h"
+#include "prune.h"
 #include "queue.h"
 #include "reapply.h"
 #include "script.h"
@@ -93,6 +95,11 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
     char *workers = cfg->json ? kgx_queue_workers_json(c, err, sizeof err) : kgx_queue_workers_text(c, err, sizeof err);
     kgx_drops_live_t live;                       /* [dropin] drops by class, policy mix */
     int have_live = kgx_drops_workers(c, &live, err, sizeof err) == 0;
+    /* [dropin] whether deletes are followed by the optional trigger (kgx-run --follow-deletes) */
+    PGresult *fr = PQexec(c, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgname = 'kgx_follow_deletes'"
+                             " AND tgrelid = to_regclass('public.mempalace_drawers'))");
+    int follow = PQresultStatus(fr) == PGRES_TUPLES_OK && PQgetvalue(fr, 0, 0)[0] == 't';
+    PQclear(fr);
     PQfinish(c);
     char perr[1024];
     kgx_script_t *s = policy ? load_policy(cfg, policy, perr, sizeof perr) : NULL;
@@ -111,7 +118,8 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         /* [dropin] the live workers' drops summed, and a warning when they run different policies */
         if (len > 1) {
             kgx_buf_t x = { 0 };
-            kgx_buf_printf(&x, ",\"drops\":%s", have_live ? live.json : "{}");
+            kgx_buf_printf(&x, ",\"drops\":%s,\"follow_deletes\":%s", have_live ? live.json : "{}",
+                           follow ? "true" : "false");
             kgx_buf_adds(&x, ",\"warnings\":[");
             if (have_live && live.warning) kgx_buf_json_str(&x, live.warning);
             kgx_buf_adds(&x, "]}");
@@ -123,6 +131,8 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         kgx_status_print_text(stdout, &k, pname, pver, have_graph, ents, edges, sup, workers);
         if (have_live && *live.text) printf("drops                %s   (live workers)\n", live.text);   /* [dropin] */
         if (have_live && live.warning) printf("%s\n", live.warning);
+        printf("follow_deletes       %s\n", follow ? "on   (trigger on mempalace_drawers: deleted drawers re-queued)"
+                                                 : "off  (drawers deleted after completion: kgx-run --prune)");   /* [dropin] */
     }
     kgx_drops_live_free(&live);
     free(workers);
@@ -245,7 +255,7 @@ int main(int argc, char **argv)
             return 2;
         }
     } else if (find_default_policy(policy, sizeof policy)) {
-        if (cfg.mode != KGX_MODE_STATUS) {
+        if (cfg.mode != KGX_MODE_STATUS && cfg.mode != KGX_MODE_PRUNE && cfg.mode != KGX_MODE_FOLLOW_DELETES) {
             fprintf(stderr, "error: no policy: prompts/default.lua not found (give --policy FILE or set KGX_POLICY)\n");
             kgx_config_free(&cfg);
             return 2;
@@ -284,6 +294,12 @@ int main(int argc, char **argv)
         kgx_script_free(s);
         break;
     }
+    case KGX_MODE_PRUNE:                  /* [dropin] core/prune.c */
+        rc = kgx_prune_run(&cfg);
+        break;
+    case KGX_MODE_FOLLOW_DELETES:         /* [dropin] core/prune.c */
+        rc = kgx_follow_deletes_run(&cfg);
+        break;
     case KGX_MODE_REAPPLY: {
         kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
         if (!s) {

@@ -154,6 +154,15 @@ my $k2 = adopt_counts($r->{out});
 is(join(',', map { $k2->{$_} // 0 } qw(keyed merged edges converted dropped new support_rows_added re-queued)), '0,0,0,0,0,0,0,0',
    'second run: nothing to do') or diag($r->{out});
 canon_is(graph_canon(graph_dump($dsn)), $canon, 'second run: the same graph');
+# the kept aggregates later writes move by differences: one row per kgx edge, equal to its support rows
+is(psql($dsn, $AGE . q{
+    WITH s AS (SELECT edge_id, count(*) AS n, sum(round(confidence * 1000000)::bigint) AS m
+                 FROM kgx_mempalace_kg_support GROUP BY edge_id)
+    SELECT count(*) FROM mempalace_kg."RELATION" r
+      LEFT JOIN kgx_mempalace_kg_edge_agg g ON g.edge_id = r.id LEFT JOIN s ON s.edge_id = r.id
+     WHERE agtype_access_operator(VARIADIC ARRAY[r.properties, '"support"'::agtype]) IS NOT NULL
+       AND (g.edge_id IS NULL OR s.edge_id IS NULL OR g.n <> s.n OR g.conf_micro <> s.m)}), 0,
+   'every adopted edge has its aggregates (kgx_mempalace_kg_edge_agg), equal to its support rows');
 
 # ---- never beside live kgx workers; and no kgx daemon starts writing while an --adopt holds the graph
 {

@@ -242,5 +242,30 @@ int main(void)
     is_int(kgx_error_n_ctx(ctxerr), 4096, "n_ctx from the context error");
     is_int(kgx_props_total_slots("{}"), -1, "absent → -1");
     is_int(kgx_body_int("{\"tokens_evaluated\":12,\"tokens_predicted\":3}", "tokens_predicted"), 3, "token counts");
+    /* --prune [--dry-run] and --follow-deletes on|off */
+    is_int(parse(&c, err, "--dsn", "d", "--prune", NULL), 0, "--prune");
+    ok(c.mode == KGX_MODE_PRUNE && !c.adopt_dry_run, "--prune: mode, not a dry run");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--dry-run", "--prune", NULL), 0, "--dry-run --prune: no FILE");
+    ok(c.mode == KGX_MODE_PRUNE && c.adopt_dry_run && !c.dry_run_input, "--prune --dry-run: report only");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--follow-deletes", "on", NULL), 0, "--follow-deletes on");
+    ok(c.mode == KGX_MODE_FOLLOW_DELETES && c.follow_deletes == 1, "mode, on");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--follow-deletes", "off", NULL), 0, "--follow-deletes off");
+    ok(c.mode == KGX_MODE_FOLLOW_DELETES && c.follow_deletes == 0, "mode, off");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--follow-deletes", "yes", NULL), 2, "--follow-deletes yes: rc 2");
+    is_str(err, "error: --follow-deletes: expected on or off, got 'yes'", "one line");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--follow-deletes", NULL), 2, "--follow-deletes without a value: rc 2");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--prune", "--adopt", NULL), 2, "--prune --adopt: rc 2");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--dsn", "d", "--prune", "--follow-deletes", "on", NULL), 2, "--prune --follow-deletes: rc 2");
+    kgx_config_free(&c);
+    is_int(parse(&c, err, "--prune", NULL), 2, "--prune needs a DSN");
+    kgx_config_free(&c);
+
     return done_testing();
 }
