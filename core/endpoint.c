@@ -53,6 +53,41 @@ static void recompute_cap(kgx_endpoint_t *ep)
     int w = ep->set->workers;
     ep->cap = ep->slots > 0 && ep->slots < w ? ep->slots : w;
     if (ep->cap < 1) ep->cap = 1;
+    if (ep->limit <= 0 || ep->limit > ep->cap) ep->limit = ep->cap;
+}
+
+int kgx_endpoint_busy(kgx_endpoint_t *ep, long status)
+{
+    int was = ep->limit > 0 ? ep->limit : ep->cap;
+    uint64_t now = uv_now(ep->set->loop);
+    ep->ok_run = 0;
+    if (was > 1 && (ep->lowered_at == 0 || now - ep->lowered_at >= 1000)) {
+        ep->limit = was / 2 > 0 ? was / 2 : 1;
+        ep->lowered_at = now;
+        log_info("endpoint=%s capacity signal (http %ld): in-flight limit %d -> %d", ep->base, status, was, ep->limit);
+    }
+    if (!ep->told) {
+        ep->told = 1;
+        if (status == 500)
+            log_warn("endpoint=%s answered 500 \"Context size has been exceeded\" with %d requests in flight: its "
+                     "slots share one KV pool (llama-server started without -np). kgx sends fewer requests at once; "
+                     "to use all slots, start llama-server with -np N (each slot then gets --ctx-size/N tokens) "
+                     "or --no-kv-unified", ep->base, ep->in_flight + 1);
+        else
+            log_warn("endpoint=%s is busy (http %ld): kgx sends fewer requests at once; give the server more "
+                     "slots (-np N) or run fewer workers (--workers)", ep->base, status);
+    }
+    return was;
+}
+
+void kgx_endpoint_ok(kgx_endpoint_t *ep)
+{
+    if (ep->limit <= 0 || ep->limit >= ep->cap) return;
+    if (++ep->ok_run >= 8 * ep->limit) {
+        ep->ok_run = 0;
+        ep->limit++;
+        log_info("endpoint=%s in-flight limit back up to %d", ep->base, ep->limit);
+    }
 }
 
 static void set_state(kgx_endpoint_t *ep, int st, const char *why)
@@ -193,8 +228,9 @@ kgx_endpoint_t *kgx_endpoints_pick(kgx_endpoints_t *s)
     double best_load = 0;
     for (int i = 0; i < s->n; i++) {
         kgx_endpoint_t *ep = &s->ep[i];
-        if (ep->state != KGX_EP_UP || ep->in_flight >= ep->cap) continue;
-        double load = (double)ep->in_flight / ep->cap;
+        int lim = ep->limit > 0 && ep->limit < ep->cap ? ep->limit : ep->cap;
+        if (ep->state != KGX_EP_UP || ep->in_flight >= lim) continue;
+        double load = (double)ep->in_flight / lim;
         if (!best || load < best_load) {
             best = ep;
             best_load = load;

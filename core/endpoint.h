@@ -7,6 +7,7 @@
 #ifndef KGX_ENDPOINT_H
 #define KGX_ENDPOINT_H
 
+#include <stdint.h>
 #include <uv.h>
 #include "http.h"
 
@@ -20,7 +21,11 @@ typedef struct kgx_endpoint {
     int slots;                 /* from /props or --slots; 0 unknown */
     int n_ctx;                 /* per-slot context; 0 unknown */
     int in_flight;
-    int cap;                   /* max in flight here */
+    int cap;                   /* max in flight here (slots, workers) */
+    int limit;                 /* adaptive in-flight limit <= cap: lowered on capacity signals */
+    int ok_run;                /* whole answers since the limit last moved */
+    uint64_t lowered_at;       /* loop ms of the last lowering (one lowering per burst) */
+    int told;                  /* the capacity advice was logged */
     double backoff_ms;
     unsigned long long requests, failures;
     char last_error[200];
@@ -59,6 +64,13 @@ int kgx_endpoints_n_ctx(const kgx_endpoints_t *s);
 void kgx_endpoint_down(kgx_endpoint_t *ep, const char *why);
 /* Ask /health now (after a reset or timeout) unless a probe is already running. */
 void kgx_endpoint_check(kgx_endpoint_t *ep);
+/* A capacity signal (500 "Context size has been exceeded", 429, 503): the server is busy, not the
+ * request at fault. Halves the endpoint's in-flight limit (once per burst: every request active when
+ * a unified KV pool fills gets the same 500), logs once what to change on the server, and returns
+ * the limit as it was before this signal (1: the request was sent with nothing beside it allowed). */
+int kgx_endpoint_busy(kgx_endpoint_t *ep, long status);
+/* A whole answer: the limit climbs back by one after 8 x limit whole answers in a row. */
+void kgx_endpoint_ok(kgx_endpoint_t *ep);
 /* Learned from a 400 context-size answer. */
 void kgx_endpoint_learn_n_ctx(kgx_endpoint_t *ep, int n_ctx);
 const char *kgx_endpoint_state_name(int state);

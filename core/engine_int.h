@@ -20,6 +20,8 @@
 
 #define MAX_ANSWER_BYTES (8u << 20)     /* hostile answers keep memory bounded */
 #define MAX_SHRINK 6
+#define MAX_CUT_SPLITS 3        /* [answer] a chunk cut at n_predict is split again at most this deep */
+#define EXTRA_CHUNKS 32         /* [answer] room for those pieces (never realloc: requests point at chunks) */
 #define MAX_WRITE_RETRIES 30
 #define STOP_DEADLINE_MS 8000
 
@@ -37,6 +39,7 @@ typedef struct {
     kgx_endpoint_t *ep;
     uint64_t t0;
     char *suspect;              /* the failure waiting for /health's verdict */
+    int depth;                  /* [answer] times this text was split again after a cut at n_predict */
 } chunk_t;
 
 struct job {
@@ -48,6 +51,7 @@ struct job {
     int script_job;
     chunk_t *chunks;
     size_t nchunks, ndone;
+    size_t chunk_cap;           /* [answer] room in chunks[] (pieces of cut chunks are appended) */
     int shrink, attempts, write_retries;
     uint64_t not_before;        /* ms, loop time */
     kgx_buf_t triples, answers, report;

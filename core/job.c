@@ -1,6 +1,7 @@
 /* job — one drawer's way through the policy, the LLM and the write (see engine.h for the failure
  * policy). The engine owns the list of jobs and calls in here; everything below runs on the loop. */
 #include "engine_int.h"
+#include "answer.h"
 #include "drops.h"
 #include "graph.h"
 #include "log.h"
@@ -135,7 +136,8 @@ void job_split(job_t *j)
     kgx_budget_split_done(e, j);    /* budget: the C copy of the text goes (Lua holds it) */
     j->nchunks = n;
     j->ndone = 0;
-    j->chunks = calloc(n ? n : 1, sizeof *j->chunks);
+    j->chunk_cap = n + EXTRA_CHUNKS;    /* [answer] */
+    j->chunks = calloc(j->chunk_cap, sizeof *j->chunks);
     for (size_t i = 0; i < n; i++) {
         j->chunks[i].idx = i;
         j->chunks[i].job = j;
@@ -228,7 +230,11 @@ static void add_answer(job_t *j, size_t idx, const char *body, size_t len, doubl
     if (!e->cfg->keep_answers || !e->db) return;
     kgx_buf_adds(&j->answers, j->answers.len ? "," : "[");
     kgx_buf_printf(&j->answers, "{\"chunk\":%zu,\"body\":", idx);
-    kgx_buf_json_strn(&j->answers, body, len);
+    /* [answer] what matters of the answer, not the prompt echo and generation settings */
+    kgx_buf_t compact = { 0 };
+    if (kgx_answer_compact(body, len, &compact) == 0) kgx_buf_json_strn(&j->answers, compact.p, compact.len);
+    else kgx_buf_json_strn(&j->answers, body, len);
+    kgx_buf_free(&compact);
     kgx_buf_adds(&j->answers, ",\"model\":");
     kgx_buf_json_str(&j->answers, e->cfg->model);
     kgx_buf_adds(&j->answers, ",\"policy\":");
@@ -280,14 +286,6 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
     }
 }
 
-static int is_context_error(const kgx_http_resp_t *r)
-{
-    if (r->status != 400 && r->status != 500) return 0;
-    if (!r->body) return 0;
-    return strstr(r->body, "exceed_context_size") || strstr(r->body, "context size")
-        || strstr(r->body, "Context size") || strstr(r->body, "context length");
-}
-
 static void job_resplit(job_t *j, int learned)
 {
     kgx_engine_t *e = j->e;
@@ -300,6 +298,55 @@ static void job_resplit(job_t *j, int learned)
         j->shrink = 0;
         job_charge(j, KGX_M_ERR_CONTEXT, "context exceeded even after splitting smaller");
     }
+}
+
+/* [answer] The answer to chunk c was cut at n_predict: only that chunk is split smaller and asked
+ * again; the answered chunks are kept. Bounded (MAX_CUT_SPLITS deep, EXTRA_CHUNKS pieces); a chunk
+ * that cannot be split further is a charged failure naming n_predict, so the drawer is parked with
+ * that reason once its attempts are spent. */
+static void job_split_cut(job_t *j, chunk_t *c)
+{
+    kgx_engine_t *e = j->e;
+    int tokens = kgx_script_chunk_tokens(e->script, j->script_job, c->idx);
+    int m = 0;
+    size_t first = 0;
+    char err[1024] = "";
+    if (c->depth < MAX_CUT_SPLITS && tokens >= 16 && j->nchunks + 2 <= j->chunk_cap) {
+        kgx_endpoint_t *ep = c->ep;
+        kgx_ctx_t ctx = { ep && ep->n_ctx ? ep->n_ctx : kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1,
+                          ep ? ep->base : NULL };
+        job_context(j);
+        m = kgx_script_split_chunk(e->script, j->script_job, c->idx, &ctx, (tokens + 1) / 2, &first, err, sizeof err);
+        kgx_log_set_context(NULL);
+        if (m > 0 && (first != j->nchunks || j->nchunks + (size_t)m > j->chunk_cap)) {
+            /* more pieces than there is room for: start the drawer over on its next attempt */
+            job_reset_chunks(j);
+            job_charge(j, KGX_M_ERR_PARSE, "answer cut at n_predict; its chunk splits into more pieces than kgx "
+                       "keeps room for: raise n_predict or lower max_triples");
+            return;
+        }
+    }
+    if (m <= 0) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "answer cut at n_predict (stop_type limit) and chunk %zu (%d tokens) cannot be "
+                 "split further%s%s: raise n_predict or lower max_triples", c->idx, tokens, err[0] ? ": " : "", err);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_M_ERR_PARSE, msg);
+        return;
+    }
+    for (int k = 0; k < m; k++) {
+        chunk_t *n = &j->chunks[j->nchunks + (size_t)k];
+        memset(n, 0, sizeof *n);
+        n->idx = first + (size_t)k;
+        n->job = j;
+        n->depth = c->depth + 1;
+        n->state = CH_PENDING;
+    }
+    job_log(j, KGX_LOG_INFO, "answer cut at n_predict: chunk %zu (%d tokens) split into %d smaller chunks", c->idx,
+            tokens, m);
+    j->nchunks += (size_t)m;
+    c->state = CH_DONE;          /* replaced by its pieces */
+    j->ndone++;
 }
 
 /* Resolves a suspect chunk once /health has spoken: endpoint down → not charged. */
@@ -363,7 +410,24 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
         kgx_engine_pump(e);
         return;
     }
-    if (is_context_error(r)) {
+    /* [answer] one classification of what the server did with this request (core/answer.c);
+     * the failure table of the job state machine takes these outcomes over */
+    kgx_answer_t ans;
+    kgx_answer_read(r->status == 200 ? r->body : NULL, r->body_len, &ans);
+    kgx_answer_outcome_t oc = kgx_answer_classify(0, r->status, r->body, r->body_len, &ans, KGX_VERDICT_NONE);
+    if (oc == KGX_ANSWER_CAPACITY) {
+        int was = kgx_endpoint_busy(ep, r->status);
+        if (!(was == 1 && ep->in_flight == 0)) {    /* busy: not this drawer's fault; ask again */
+            kgx_metrics.errors[KGX_M_ERR_HTTP_5XX]++;
+            c->state = CH_PENDING;
+            kgx_engine_pump(e);
+            return;
+        }
+        /* alone on the endpoint at a limit of 1 and still refused: the drawer's own overflow */
+        job_log(j, KGX_LOG_INFO, "llm http %ld alone at in-flight limit 1: the request itself overflows", r->status);
+        oc = KGX_ANSWER_OVERFLOW;
+    }
+    if (oc == KGX_ANSWER_OVERFLOW) {
         int n = kgx_error_n_ctx(r->body);
         if (n > 0) kgx_endpoint_learn_n_ctx(ep, n);
         job_resplit(j, n);
@@ -382,13 +446,27 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     job_context(j);
     int arc = kgx_script_answer(e->script, j->script_job, c->idx, r->body, r->body_len, &res, err, sizeof err);
     kgx_log_set_context(NULL);
-    if (arc) {
-        snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
-        c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_PARSE, msg);
+    /* [answer] whole only when the server ended it itself and the list parsed to its end */
+    oc = kgx_answer_classify(0, 200, r->body, r->body_len, &ans, arc ? KGX_VERDICT_FAILED : res.verdict);
+    if (oc != KGX_ANSWER_WHOLE) {
+        kgx_result_clear(&res);
+        if (oc == KGX_ANSWER_CUT_NPREDICT) {
+            job_split_cut(j, c);
+        } else if (oc == KGX_ANSWER_CUT_CONTEXT) {
+            /* the slot's context filled up during the answer: a context overflow */
+            job_log(j, KGX_LOG_INFO, "answer cut by a full context (truncated) at %ld+%ld tokens", ans.tokens_evaluated,
+                    ans.tokens_predicted);
+            job_resplit(j, 0);
+        } else {
+            if (arc) snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
+            else snprintf(msg, sizeof msg, "answer from %s not whole: its list breaks off (parse verdict)", ep->base);
+            c->state = CH_PENDING;
+            job_charge(j, KGX_M_ERR_PARSE, msg);
+        }
         kgx_engine_pump(e);
         return;
     }
+    kgx_endpoint_ok(ep);
     add_result(j, c->idx, &res);
     kgx_result_clear(&res);
     long pt = kgx_body_int(r->body, "tokens_evaluated"), ct = kgx_body_int(r->body, "tokens_predicted");

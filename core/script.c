@@ -12,6 +12,7 @@
  * tripped it keeps raising, and the sandbox pcall/xpcall re-raise, so policy code cannot swallow it.
  */
 #include "script.h"
+#include "answer.h"      /* [answer] enum kgx_verdict */
 #include "log.h"
 
 #include <errno.h>
@@ -1330,6 +1331,11 @@ int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size
         set_err(err, errlen, "parse: returned %s, expected a list of triples or nil, reason", luaL_typename(L, res));
         goto fail;
     }
+    /* [answer] the verdict beside the triples: "whole", or anything else = the list broke off */
+    if (lua_isnil(L, res + 1)) out->verdict = KGX_VERDICT_NONE;
+    else if (lua_type(L, res + 1) == LUA_TSTRING && strcmp(lua_tostring(L, res + 1), "whole") == 0)
+        out->verdict = KGX_VERDICT_WHOLE;
+    else out->verdict = KGX_VERDICT_INCOMPLETE;
     if (!is_list(L, res, &n)) {
         set_err(err, errlen, "parse: returned a table that is not a list (return { triple, ... })");
         goto fail;
@@ -1391,6 +1397,71 @@ fail:
     lua_settop(L, top);
     name_hook(s, strncmp(err, "accept", 6) ? HOOK_PARSE : HOOK_ACCEPT, err, errlen);
     kgx_result_clear(out);
+    return -1;
+}
+
+/* [answer] see script.h. stack notes as above. */
+int kgx_script_split_chunk(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx, int max_tokens,
+                           size_t *first, char *err, size_t errlen)
+{
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    size_t n, len;
+    if (push_job(s, job) != 0) { set_err(err, errlen, "split: unknown job %d", job); return -1; }
+    int j = top + 1;
+    if (s->pol.hook[HOOK_SPLIT] == LUA_NOREF) { lua_settop(L, top); return 0; }
+    if (!push_chunk(L, j, i, &n)) { lua_settop(L, top); set_err(err, errlen, "split: no chunk %zu", i); return -1; }
+    if (lua_istable(L, -1)) { rawfield(L, -1, "text"); lua_remove(L, -2); }   /* stack: job text */
+    if (lua_type(L, -1) != LUA_TSTRING) { lua_settop(L, top); return 0; }
+    int text = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[HOOK_SPLIT]);
+    lua_createtable(L, 0, 6);                               /* stack: job text split drawer' */
+    rawfield(L, j, "drawer");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {                               /* shallow copy of the drawer */
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -5);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, text);
+    lua_setfield(L, -2, "document");
+    push_ctx(s, ctx);
+    lua_pushinteger(L, max_tokens);
+    lua_setfield(L, -2, "max_tokens");                      /* stack: job text split drawer' ctx */
+    if (call_hook(s, HOOK_SPLIT, 2, 1, err, errlen) != 0) goto fail;
+    int res = lua_gettop(L);
+    size_t m = 0;
+    if (!lua_istable(L, res) || !is_list(L, res, &m)) {
+        set_err(err, errlen, "split: expected a list of chunks");
+        goto fail;
+    }
+    if (m < 2) { lua_settop(L, top); return 0; }
+    if (n + m > s->max_chunks) {
+        set_err(err, errlen, "split: %zu more chunks would pass max_chunks %zu", m, s->max_chunks);
+        goto fail;
+    }
+    for (size_t k = 1; k <= m; k++) {                       /* all or nothing */
+        lua_rawgeti(L, res, (int)k);
+        int t = lua_type(L, -1);
+        lua_pop(L, 1);
+        if (t != LUA_TSTRING && t != LUA_TTABLE) {
+            set_err(err, errlen, "split: chunk %zu is a %s", k, lua_typename(L, t));
+            goto fail;
+        }
+    }
+    rawfield(L, j, "chunks");                               /* stack: ... res chunks */
+    for (size_t k = 1; k <= m; k++) {
+        lua_rawgeti(L, res, (int)k);
+        lua_rawseti(L, -2, (int)(n + k));
+    }
+    (void)len;
+    lua_settop(L, top);
+    if (first) *first = n;
+    return (int)m;
+fail:
+    lua_settop(L, top);
+    name_hook(s, HOOK_SPLIT, err, errlen);
     return -1;
 }
 

@@ -6,7 +6,7 @@
  *
  *   split(drawer, ctx)            -> list of chunks (strings or tables); default: { drawer.document }
  *   request(chunk, drawer, ctx)   -> { path=..., body=table-or-string, timeout_ms=? }   (required)
- *   parse(body, chunk, drawer)    -> list of raw triples;                                (required)
+ *   parse(body, chunk, drawer)    -> list of raw triples, verdict ("whole"|"incomplete")   (required)
  *   accept(triple, drawer)        -> triple to write, or nil, reason; default: keep as is
  *
  * Metadata globals `name` and `version` (strings) name the policy in logs, status and stored answers.
@@ -85,6 +85,7 @@ typedef struct {
 typedef struct {
     kgx_triple_t *triples; size_t n_triples;
     kgx_drop_t *drops;     size_t n_drops;
+    int verdict;           /* [answer] enum kgx_verdict (answer.h): parse's second value */
 } kgx_result_t;
 
 /* Loads the policy. NULL on failure with a one-line message in err ("prompts/x.lua:12: ..."). */
@@ -118,6 +119,12 @@ void kgx_request_clear(kgx_request_t *r);
 int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size_t len,
                       kgx_result_t *out, char *err, size_t errlen);
 void kgx_result_clear(kgx_result_t *r);
+/* [answer] Splits chunk i of a job again, smaller: runs split on a copy of the drawer whose document
+ * is that chunk's text, with ctx.max_tokens = max_tokens, and appends the pieces to the job's chunks
+ * (indices *first ..). Returns the number of pieces appended: 0 when the policy has no split hook or
+ * split gives fewer than two pieces (the chunk cannot be split further); -1 on error with err set. */
+int kgx_script_split_chunk(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx, int max_tokens,
+                           size_t *first, char *err, size_t errlen);
 /* [dropin] Runs accept on one host-built raw triple {subject, predicate, object, confidence} (no parse):
  * 0 with *out filled (free with kgx_result-style frees of its fields), 1 rejected (reason in why),
  * -1 the hook failed (err). Used by --adopt to map old predicates through the policy. */

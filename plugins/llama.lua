@@ -3,7 +3,11 @@
 --   llama.completion(opts) -> { path = "/completion", body = {…} }
 --   llama.chat(opts)       -> { path = "/v1/chat/completions", body = {…} }
 --   llama.schema(opts)     -> the JSON schema table ({triples: [{subject, predicate, object, confidence}]})
---   llama.n_predict(cap, n_ctx) -> the output cap actually sent
+--   llama.n_predict(cap, n_ctx) -> the output cap (before sizing it with max_triples)
+--   llama.sized(opts) -> n_predict, max_triples: the output cap and the list size sized together, so
+--                        that a full answer fits (see below)
+--   llama.budget_warning(instruction_tokens, n_predict, n_ctx) -> logs once per n_ctx when the
+--                        instructions and the output cap leave under a quarter of the slot for text
 --   llama.prompt(instructions, text) -> instructions .. "\nTEXT:\n" .. text
 --
 -- opts:
@@ -22,7 +26,11 @@
 -- The drawer text always comes last, after a line "TEXT:", so the prefix before it is
 -- byte-identical across drawers (prompt cache) and the fake llama-server finds the text.
 -- n_predict / max_tokens is always set: min(configured, 512, 30 % of the per-slot context),
--- never below 64. cache_prompt is always true.
+-- never below 64 — and sized with max_triples: a full answer of max_triples triples takes about
+-- M.TOKENS_PER_TRIPLE tokens each (plus the list's wrapping). When 30 % of the slot is too little for
+-- that, up to half of the slot is used; when even that (or the configured cap) is too little, the
+-- schema's maxItems is lowered to what fits. An answer that cannot fit is cut at n_predict and never
+-- a success, so the two must agree. cache_prompt is always true.
 
 local M = {}
 
@@ -45,10 +53,62 @@ function M.n_predict(cap, n_ctx)
     return max(floor(n), M.MIN_N_PREDICT)
 end
 
+M.TOKENS_PER_TRIPLE = 32
+M.WRAP_TOKENS = 16
+
 local function max_items(opts)
     local n = tonumber(opts.max_triples) or tonumber(config("max_triples")) or 10
     if n <= 0 then n = 10 end
     return min(floor(n), 50)
+end
+
+function M.sized(opts)
+    opts = opts or {}
+    local want = max_items(opts)
+    local need = want * M.TOKENS_PER_TRIPLE + M.WRAP_TOKENS
+    local n = min(tonumber(opts.n_predict) or M.MAX_N_PREDICT, M.MAX_N_PREDICT)
+    local n_ctx = tonumber(opts.n_ctx) or 0
+    if n_ctx <= 0 then n_ctx = tonumber(config("n_ctx")) or 0 end
+    if n_ctx > 0 then
+        local share = floor(n_ctx * M.CTX_SHARE)
+        if share < need then share = min(need, floor(n_ctx * 0.5)) end
+        n = min(n, share)
+    end
+    n = max(floor(n), M.MIN_N_PREDICT)
+    local fits = max(1, floor((n - M.WRAP_TOKENS) / M.TOKENS_PER_TRIPLE))
+    return n, min(want, fits)
+end
+
+local warned = {}
+function M.budget_warning(instruction_tokens, n_predict, n_ctx)
+    n_ctx = tonumber(n_ctx) or 0
+    if n_ctx <= 0 or warned[n_ctx] then return false end
+    local left = n_ctx - (tonumber(instruction_tokens) or 0) - (tonumber(n_predict) or 0)
+    if left >= n_ctx / 4 then return false end
+    warned[n_ctx] = true
+    if kgx and kgx.log then
+        kgx.log("warn", string.format("tiny budget: slot context %d tokens, instructions ~%d + output cap %d " ..
+            "leave %d tokens (%d %%) for drawer text: every drawer becomes many small requests. Give each slot " ..
+            "more context (llama-server --ctx-size C -np N: each slot gets C/N tokens) or shorten the prompt",
+            n_ctx, instruction_tokens, n_predict, max(left, 0), floor(max(left, 0) * 100 / n_ctx)))
+    end
+    return true
+end
+
+-- The schema with maxItems lowered to `items` (a copy; the original is left alone).
+local function with_max_items(schema, items)
+    local t = type(schema) == "table" and schema.properties and schema.properties.triples
+    if type(t) ~= "table" or not t.maxItems or t.maxItems <= items then return schema end
+    local list = {}
+    for k, v in pairs(t) do list[k] = v end
+    list.maxItems = items
+    local props = {}
+    for k, v in pairs(schema.properties) do props[k] = v end
+    props.triples = list
+    local s = {}
+    for k, v in pairs(schema) do s[k] = v end
+    s.properties = props
+    return s
 end
 
 function M.schema(opts)
@@ -112,12 +172,13 @@ end
 function M.completion(opts)
     check_instructions(opts.instructions)
     local text = chunk_text(opts.text)
+    local n, items = M.sized(opts)
     local body = {
         prompt = M.prompt(opts.instructions, text),
-        n_predict = M.n_predict(opts.n_predict, opts.n_ctx),
+        n_predict = n,
         temperature = tonumber(opts.temperature) or 0.1,
         cache_prompt = true,
-        json_schema = schema_of(opts),
+        json_schema = with_max_items(schema_of(opts), items),
     }
     return { path = "/completion", body = merge(body, opts.extra), timeout_ms = opts.timeout_ms }
 end
@@ -125,14 +186,15 @@ end
 function M.chat(opts)
     check_instructions(opts.instructions)
     local text = chunk_text(opts.text)
-    local schema = schema_of(opts)
+    local n, items = M.sized(opts)
+    local schema = with_max_items(schema_of(opts), items)
     local body = {
         model = opts.model or config("model") or "default",
         messages = {
             { role = "system", content = opts.instructions },
             { role = "user", content = "TEXT:\n" .. text },
         },
-        max_tokens = M.n_predict(opts.n_predict, opts.n_ctx),
+        max_tokens = n,
         temperature = tonumber(opts.temperature) or 0.1,
         cache_prompt = true,
     }

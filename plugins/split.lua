@@ -16,6 +16,9 @@
 --   overlap      max bytes of the previous chunk's last sentence prepended to the next (default:
 --                min(400, 15 % of the chunk budget)); 0 disables it
 --   min_tokens   floor for the text budget (default 32) when the rest leaves nothing
+--   max_tokens   a ceiling for the text budget (ctx.max_tokens: the host re-splits one chunk whose
+--                answer was cut at n_predict into pieces of at most this many tokens); sentences are
+--                then never cut (a sentence longer than that is a piece of its own)
 --   bytes_per_token  3: kgx.tokens counts ceil(bytes/3), so budget·3 bytes fit the budget
 --
 -- Cuts: at paragraph boundaries (blank lines) first, then sentence ends (. ! ? followed by
@@ -46,6 +49,9 @@ function M.budget(opts)
     local margin = tonumber(opts.margin) or (16 + floor(ctx * 0.05))
     local t = ctx - instr - reserve - margin
     t = max(t, tonumber(opts.min_tokens) or 32)
+    -- the host asks for smaller pieces of one chunk whose answer was cut at n_predict
+    local cap = tonumber(opts.max_tokens)
+    if cap and cap > 0 then t = min(t, max(floor(cap), 8)) end
     local bpt = tonumber(opts.bytes_per_token) or 3
     return t, t * bpt
 end
@@ -104,7 +110,8 @@ function M.split(text, opts)
     local _, budget = M.budget(opts)
     if #text <= budget then return { text }, { { overlap = 0 } } end
 
-    local ov_max = tonumber(opts.overlap) or min(400, floor(budget * 0.15))
+    -- no overlap by default when re-splitting one chunk (max_tokens): halves, not thirds
+    local ov_max = tonumber(opts.overlap) or (opts.max_tokens and 0) or min(400, floor(budget * 0.15))
     local limit = budget - ov_max               -- bytes of new text per chunk
     if limit < 16 then limit = budget; ov_max = 0 end
 
@@ -134,11 +141,14 @@ function M.split(text, opts)
         end
         cur = pos; cur_end = b
     end
+    -- re-splitting one chunk for a smaller answer (max_tokens): a sentence stays whole — half a
+    -- sentence states a different fact, or none
+    local whole = opts.max_tokens ~= nil or opts.whole_sentences
     local function unit(a, b, finer)
         if b - cur + 1 <= limit then cur_end = b; return end
         emit()
         if b - a + 1 <= limit then cur_end = b; return end
-        if finer then finer(a, b) else long_sentence(a, b) end
+        if finer then finer(a, b) elseif whole then cur_end = b else long_sentence(a, b) end
     end
     paragraphs(text, function(a, b)
         unit(a, b, function(pa, pb)

@@ -52,10 +52,14 @@ local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES, vocabulary = VOCAB.name
 -- Hooks --------------------------------------------------------------------------------------
 function split(drawer, ctx)
     ctx = ctx or {}
+    -- the output cap and the list size are sized together (a full answer fits); a tiny budget is said once
+    local n_predict = llama.sized({ n_predict = N_PREDICT, n_ctx = ctx.n_ctx, max_triples = MAX_TRIPLES })
+    local instruction_tokens = llama.overhead_tokens(PROMPT, "chat")
+    llama.budget_warning(instruction_tokens, n_predict, ctx.n_ctx)
     return (splitter.split(drawer.document, {
-        n_ctx = ctx.n_ctx, shrink = ctx.shrink,
-        instruction_tokens = llama.overhead_tokens(PROMPT, "chat"),
-        n_predict = llama.n_predict(N_PREDICT, ctx.n_ctx),
+        n_ctx = ctx.n_ctx, shrink = ctx.shrink, max_tokens = ctx.max_tokens,
+        instruction_tokens = instruction_tokens,
+        n_predict = n_predict,
         overlap = 0,   -- code: no repeated lines across chunks
     }))
 end
@@ -64,14 +68,14 @@ function request(chunk, drawer, ctx)
     ctx = ctx or {}
     return llama.chat({
         instructions = PROMPT, text = chunk, schema = SCHEMA, schema_name = "code_relations",
-        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE, model = ctx.model,
+        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE, max_triples = MAX_TRIPLES, model = ctx.model,
     })
 end
 
 function parse(body, chunk, drawer)
     local triples, err = parser.parse(body)
     if not triples then error("unparseable answer: " .. err, 0) end
-    return entity.cap(triples, MAX_TRIPLES)
+    return entity.cap(triples, MAX_TRIPLES), err   -- err is the verdict here: "whole"
 end
 
 function accept(triple, drawer)

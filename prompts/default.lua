@@ -1,7 +1,9 @@
 -- default — the extraction policy kgx runs unless told otherwise.
 --
--- One /completion request per chunk; the model answers {"triples":[…]} under a JSON schema; the
--- predicate is mapped onto the 39-name vocabulary (unknown ones become `other`, the raw kept).
+-- One chat completion per chunk: the server applies the model's chat template (an instruct model
+-- expects it), the instructions are the system message — byte-identical, so each slot reuses them
+-- from its prompt cache — and the text is the user message. The model answers {"triples":[…]} under a
+-- JSON schema; the predicate is mapped onto the 39-name vocabulary (unknown ones become `other`, the raw kept).
 -- Edit the prompt, the knobs or the vocabulary below; `kill -HUP` the daemon to reload, or try it
 -- first with `kgx-run --dry-run samples/drawers.jsonl --policy prompts/default.lua`.
 name = "default"
@@ -36,18 +38,22 @@ local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES })
 -- Hooks --------------------------------------------------------------------------------------
 function split(drawer, ctx)
     ctx = ctx or {}
+    -- the output cap and the list size are sized together (a full answer fits); a tiny budget is said once
+    local n_predict = llama.sized({ n_predict = N_PREDICT, n_ctx = ctx.n_ctx, max_triples = MAX_TRIPLES })
+    local instruction_tokens = llama.overhead_tokens(PROMPT, "chat")
+    llama.budget_warning(instruction_tokens, n_predict, ctx.n_ctx)
     return (splitter.split(drawer.document, {
-        n_ctx = ctx.n_ctx, shrink = ctx.shrink,
-        instruction_tokens = llama.overhead_tokens(PROMPT, "completion"),
-        n_predict = llama.n_predict(N_PREDICT, ctx.n_ctx),
+        n_ctx = ctx.n_ctx, shrink = ctx.shrink, max_tokens = ctx.max_tokens,
+        instruction_tokens = instruction_tokens,
+        n_predict = n_predict,
     }))
 end
 
 function request(chunk, drawer, ctx)
     ctx = ctx or {}
-    return llama.completion({
-        instructions = PROMPT, text = chunk, schema = SCHEMA,
-        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE,
+    return llama.chat({
+        instructions = PROMPT, text = chunk, schema = SCHEMA, model = ctx.model,
+        n_predict = N_PREDICT, n_ctx = ctx.n_ctx, temperature = TEMPERATURE, max_triples = MAX_TRIPLES,
     })
 end
 
@@ -55,7 +61,7 @@ end
 function parse(body, chunk, drawer)
     local triples, err = parser.parse(body)
     if not triples then error("unparseable answer: " .. err, 0) end
-    return entity.cap(triples, MAX_TRIPLES)
+    return entity.cap(triples, MAX_TRIPLES), err   -- err is the verdict here: "whole"
 end
 
 function accept(triple, drawer)

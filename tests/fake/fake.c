@@ -61,7 +61,8 @@ static void buf_free(buf_t *b) { free(b->p); memset(b, 0, sizeof *b); }
 /* ------------------------------------------------------------------ options */
 static struct {
     const char *host, *port_file, *model, *script;
-    int port, parallel, ctx_size, n_ctx; /* n_ctx: per slot */
+    int port, parallel, ctx_size, n_ctx; /* n_ctx: per slot (the whole pool with --kv-unified) */
+    int kv_unified;                      /* slots share one KV pool of ctx_size tokens */
     double latency_ms, prompt_us, gen_us, tail_sigma;
     uint64_t seed;
     long loading_ms, hang_ms;
@@ -70,9 +71,10 @@ static struct {
 
 /* ------------------------------------------------------------------ faults */
 enum { F_NONE, F_500, F_503, F_HANG, F_RESET, F_MALFORMED, F_TRUNCATED, F_EMPTY, F_FENCE, F_PROSE,
-       F_PAD, F_MIX, F_COUNT };
+       F_PAD, F_MIX, F_KV500, F_PROSECUT, F_LIMITCUT, F_CTXCUT, F_COUNT };
 static const char *fault_names[F_COUNT] = { "", "500", "503", "hang", "reset", "malformed", "truncated",
-                                            "empty", "fence", "prose", "pad", "mix" };
+                                            "empty", "fence", "prose", "pad", "mix",
+                                            "kv500", "prosecut", "limitcut", "ctxcut" };
 /* what `mix` chooses from: every kind but hang (and mix) */
 static const int mix_kinds[] = { F_500, F_503, F_RESET, F_MALFORMED, F_TRUNCATED, F_EMPTY, F_FENCE,
                                  F_PROSE, F_PAD };
@@ -186,6 +188,7 @@ struct job {
     char *prompt;        /* for the prefix cache; handed to the slot when the job starts */
     size_t plen;
     int n_prompt, id_slot, cache_prompt, predicted, slot, cached;
+    int pool;            /* --kv-unified: tokens this job holds in the shared pool */
     double prompt_ms, predicted_ms;
     job_t *next;         /* FIFO queue */
     uv_timer_t timer;
@@ -271,6 +274,7 @@ static void write_raw(conn_t *c, const char *s, size_t n, int close_after)
 static void respond(conn_t *c, int status, const char *body, size_t len)
 {
     if (!c || c->closing) return;
+    if (status >= 400) c->keep_alive = 0;   /* llama-server closes the connection after every error */
     buf_t b = { 0 };
     buf_printf(&b, "HTTP/1.1 %d %s\r\nServer: fake-llama\r\nContent-Type: application/json; charset=utf-8\r\n"
                    "Content-Length: %zu\r\n%s\r\n",
@@ -332,6 +336,39 @@ static double gauss(void)
 
 static void job_done(uv_timer_t *t);
 
+/* --kv-unified: the slots share one pool of ctx_size tokens. When the jobs on the slots together need
+ * more, llama-server answers 500 "Context size has been exceeded." to every request active at that
+ * moment; here that happens one loop turn later (a 0 ms timer), then the queue refills the slots. */
+static long pool_used;
+static uv_timer_t kv_timer;
+static void job_start(job_t *j, int s);
+static void kv_check(uv_timer_t *t)
+{
+    (void)t;
+    if (pool_used <= opt.ctx_size) return;
+    uint64_t now = uv_hrtime();
+    for (int i = 0; i < opt.parallel; i++) {
+        job_t *j = slots[i].job;
+        if (!j) continue;
+        slots[i].busy_ns += now - slots[i].busy_since;
+        slots[i].job = NULL;
+        pool_used -= j->pool;
+        j->pool = 0;
+        if (j->conn) respond_error(j->conn, 500, "server_error", "Context size has been exceeded.");
+        job_free(j);
+    }
+    while (q_head) {
+        int s = -1;
+        for (int i = 0; i < opt.parallel && s < 0; i++) if (!slots[i].job) s = i;
+        if (s < 0) break;
+        job_t *n = q_head;
+        q_head = n->next;
+        if (!q_head) q_tail = NULL;
+        st.queue_len--;
+        job_start(n, s);
+    }
+}
+
 /* Start j on slot s: prefix cache, latency, then hold the slot for that long. */
 static void job_start(job_t *j, int s)
 {
@@ -363,6 +400,11 @@ static void job_start(job_t *j, int s)
     j->timer_init = 1;
     j->timer.data = j;
     uv_timer_start(&j->timer, job_done, ms, 0);
+    if (opt.kv_unified) {
+        j->pool = j->n_prompt + j->predicted;
+        pool_used += j->pool;
+        if (pool_used > opt.ctx_size) uv_timer_start(&kv_timer, kv_check, 0, 0);
+    }
 }
 
 /* An idle slot for j: the one whose last prompt shares the longest prefix, else the lowest idle id. */
@@ -399,6 +441,7 @@ static void job_done(uv_timer_t *t)
     uint64_t now = uv_hrtime();
     sl->busy_ns += now - sl->busy_since;
     sl->job = NULL;
+    pool_used -= j->pool;
     /* free slot first goes to the queue head (FIFO) */
     if (q_head) {
         job_t *n = q_head;
@@ -536,6 +579,8 @@ static void ep_extract(conn_t *c, const char *kind)
     switch (fault) {
     case F_500: respond_error(c, 500, "server_error", "Internal server error (injected fault)"); break;
     case F_503: respond_loading(c); break;
+    /* a unified KV pool that filled up: llama-server's answer to every request active at that moment */
+    case F_KV500: respond_error(c, 500, "server_error", "Context size has been exceeded."); break;
     case F_RESET: c->reset = 1, conn_close(c); break;
     case F_HANG:
         j = calloc(1, sizeof *j);
@@ -870,6 +915,7 @@ static void on_signal(uv_signal_t *h, int signum)
     uv_close((uv_handle_t *)&server, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
+    uv_close((uv_handle_t *)&kv_timer, NULL);
 }
 
 /* ------------------------------------------------------------------ main */
@@ -879,7 +925,7 @@ static void usage(void)
             "usage: fake-llama [--host H] [--port N] [--port-file F] [--parallel N] [--ctx-size C]\n"
             "  [--latency-ms F] [--prompt-us-per-token X] [--gen-us-per-token Y] [--latency-tail lognormal:S]\n"
             "  [--loading-ms N] [--hang-ms N] [--seed N] [--fault KIND:SHARE[:FIRST_N]]... [--model PATH]\n"
-            "  [--model-script model.lua]\n");
+            "  [--model-script model.lua] [--kv-unified]\n");
     exit(2);
 }
 
@@ -930,6 +976,7 @@ int main(int argc, char **argv)
         else if (ARG("--seed")) opt.seed = strtoull(v, NULL, 10);
         else if (ARG("--model") || ARG("-m")) opt.model = v;
         else if (ARG("--model-script")) opt.script = v;
+        else if (!strcmp(a, "--kv-unified")) opt.kv_unified = 1;
         else if (ARG("--fault")) {
             faults = realloc(faults, (size_t)(n_faults + 1) * sizeof *faults);
             if (fault_parse(v, &faults[n_faults++])) exit(2);
@@ -937,13 +984,14 @@ int main(int argc, char **argv)
 #undef ARG
     }
     if (opt.parallel < 1 || opt.ctx_size < opt.parallel || opt.port < 0 || opt.port > 65535) usage();
-    opt.n_ctx = opt.ctx_size / opt.parallel;
+    opt.n_ctx = opt.kv_unified ? opt.ctx_size : opt.ctx_size / opt.parallel;
     rng_fault = opt.seed ^ 0x5EEDFA17ull;
     rng_lat = opt.seed ^ 0x1A7E9C1ull;
 
     load_model();
     loop = uv_default_loop();
     slots = calloc((size_t)opt.parallel, sizeof *slots);
+    uv_timer_init(loop, &kv_timer);
     t_start = t_stats = uv_hrtime();
     t_epoch = time(NULL);
 

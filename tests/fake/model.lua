@@ -215,18 +215,26 @@ end
 -- Decide this attempt's content (fault = "" for a clean answer). Returns predicted tokens.
 local MALFORMED = '{"triples": [{"subject": "A",,}'
 function M.produce(r, fault, n_ctx)
-  local budget = n_ctx - r.n_prompt
+  local room = n_ctx - r.n_prompt        -- what the slot's context has left for the answer
+  local budget = room
   if r.n_predict >= 0 and r.n_predict < budget then budget = r.n_predict end
   local content, stop_type, word = r.answer, "eos", ""
+  -- as llama-server: truncated only when the slot's context filled up, not at n_predict
+  r.truncated = false
   if fault == "malformed" then content = MALFORMED
   elseif fault == "truncated" then content = utf8_cut(r.answer, floor(#r.answer / 2))
   elseif fault == "empty" then content = ""
   elseif fault == "fence" then content = "```json\n" .. r.answer .. "\n```"
   elseif fault == "prose" then content = "Here are the facts:\n" .. r.answer .. "\nHope this helps!"
+  elseif fault == "prosecut" then content = "Here are the facts I found:\n" .. utf8_cut(r.answer, floor(#r.answer / 2))
+  elseif fault == "limitcut" then content, stop_type = utf8_cut(r.answer, floor(#r.answer / 2)), "limit"
+  elseif fault == "ctxcut" then
+    content, stop_type, r.truncated = utf8_cut(r.answer, floor(#r.answer / 2)), "limit", true
   elseif fault == "pad" then
     local want = budget * 4 - #content
     if want > 0 then content = content .. ("\n" .. (" "):rep(63)):rep(ceil(want / 64)):sub(1, want) end
     stop_type = "limit"
+    r.truncated = budget == room
   end
   if r.stop and stop_type == "eos" then -- stop words: cut at the earliest one
     local first
@@ -239,7 +247,10 @@ function M.produce(r, fault, n_ctx)
     if first then content, stop_type = content:sub(1, first - 1), "word" else word = "" end
   end
   local n = ntok(content)
-  if n > budget then content, n, stop_type = utf8_cut(content, budget * 4), budget, "limit" end
+  if n > budget then
+    content, n, stop_type = utf8_cut(content, budget * 4), budget, "limit"
+    r.truncated = budget == room
+  end
   r.content, r.predicted_n, r.stop_type, r.stopping_word = content, n, stop_type, word
   return n
 end
@@ -255,11 +266,13 @@ function M.respond(r, info)
     "predicted_n", r.predicted_n, "predicted_ms", gms,
     "predicted_per_token_ms", per(gms, r.predicted_n), "predicted_per_second", rate(gms, r.predicted_n))
   local limited = r.stop_type == "limit"
+  -- tokens_cached: what the slot holds afterwards (as llama-server); the reuse is timings.cache_n
+  local held = r.n_prompt + r.predicted_n - 1
   if r.kind == "completion" then
     return obj("index", 0, "content", r.content, "tokens", arr({}), "id_slot", info.slot, "stop", true,
       "model", r.model, "tokens_predicted", r.predicted_n, "tokens_evaluated", r.n_prompt,
-      "has_new_line", r.content:find("\n", 1, true) ~= nil, "truncated", limited,
-      "stop_type", r.stop_type, "stopping_word", r.stopping_word, "tokens_cached", info.cached,
+      "has_new_line", r.content:find("\n", 1, true) ~= nil, "truncated", r.truncated == true,
+      "stop_type", r.stop_type, "stopping_word", r.stopping_word, "tokens_cached", held > 0 and held or 0,
       "timings", timings).raw
   end
   local msg = obj("role", "assistant", "content", r.content)

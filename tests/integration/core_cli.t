@@ -60,7 +60,7 @@ for my $suffix ('', '/', '/v1', '/v1/', '/v1/chat/completions', '/completion') {
     is(fake_stats($fake)->{extraction_requests}, $before + 1, "endpoint '$u': one request reached the fake");
 }
 my $s = fake_stats($fake);
-is($s->{by_path}{'/completion'}, 6, 'every variant posted to the server\'s /completion')
+is($s->{by_path}{'/v1/chat/completions'}, 6, 'every variant posted to the server\'s /v1/chat/completions (the default policy)')
     or diag(json_encode($s->{by_path}));
 $r = run_kgx({ env => { %noenv, MEMPALACE_KG_LLM_ENDPOINT => "$fake->{url}/v1" }, stdin => "Bob uses Redis.\n" },
              '--dry-run', '-', '--json');

@@ -50,6 +50,7 @@ sub url { my $p = shift; return "http://127.0.0.1:$PORT$p" }
 sub get  { my $r = $http->get(url(shift)); return ($r, eval { decode_json($r->{content}) }) }
 # POSTs go over one kept-alive raw socket, written in one piece: HTTP::Tiny writes headers and body
 # separately, and Nagle + delayed ACK then cost 40 ms per request.
+our $last_close = 0;   # the last response raw_read read said Connection: close
 sub post {
     my ($p, $body) = @_;
     $body = encode_json($body) if ref $body;
@@ -57,7 +58,12 @@ sub post {
         $psock //= raw_connect();
         print $psock raw_req('POST', $p, $body);
         my ($st, $content) = raw_read($psock);
-        if ($st =~ /^\d+$/) { return ({ status => $st, content => $content }, eval { decode_json($content) }) }
+        if ($st =~ /^\d+$/) {
+            my $close = $last_close;
+            if ($close) { close $psock; undef $psock }      # the server said Connection: close
+            return ({ status => $st, content => $content, headers => { connection => $close ? 'close' : '' } },
+                    eval { decode_json($content) });
+        }
         close $psock;
         undef $psock;   # the fake closed it (reset fault): reconnect once
         return ({ status => 599, content => $st }) if $try == 2;
@@ -94,6 +100,7 @@ sub raw_read {
             $hlen = $+[0];
             ($status) = $buf =~ m{^HTTP/1\.1 (\d+)};
             ($len) = $buf =~ /Content-Length: (\d+)/i;
+            $last_close = substr($buf, 0, $hlen) =~ /^Connection: close\r$/mi ? 1 : 0;
             $len //= 0;
         }
         if (defined $hlen && length($buf) >= $hlen + $len) {
@@ -179,7 +186,7 @@ like($f->{line}, qr/^listening on 127\.0\.0\.1:\d+$/, 'startup line');
 
     (undef, $x) = complete("A uses B. C uses D. E uses F.", n_predict => 5);
     is($x->{stop_type}, 'limit', 'n_predict cap: stop_type limit');
-    ok($x->{truncated}, 'n_predict cap: truncated');
+    ok(!$x->{truncated}, 'n_predict cap: truncated false (as llama-server: truncated means a full context)');
     is($x->{tokens_predicted}, 5, 'n_predict cap: tokens_predicted');
     ok(length($x->{content}) <= 20, 'n_predict cap: content cut');
 
@@ -191,6 +198,10 @@ like($f->{line}, qr/^listening on 127\.0\.0\.1:\d+$/, 'startup line');
     ($r, $x) = post('/completion', { prompt => 'x' x (1023 * 4), n_predict => 10 });
     is($r->{status}, 200, 'prompt just below n_ctx is fine');
     is($x->{tokens_predicted}, 1, 'output capped by the context left');
+    my $tail = "TEXT:\nA uses B. C uses D. E uses F.";
+    ($r, $x) = post('/completion', { prompt => ('x' x (1020 * 4 - length $tail)) . $tail, n_predict => 100 });
+    ok($x->{stop_type} eq 'limit' && $x->{truncated}, 'an answer that runs into the end of the context: truncated true')
+        or diag("stop_type=$x->{stop_type} predicted=$x->{tokens_predicted}");
 }
 
 # ---------------------------------------------------------------- chat
@@ -223,11 +234,12 @@ like($f->{line}, qr/^listening on 127\.0\.0\.1:\d+$/, 'startup line');
     my (undef, $a) = post('/completion', { prompt => "${instr}TEXT:\nQ uses R.", n_predict => 100 });
     my (undef, $b) = post('/completion', { prompt => "${instr}TEXT:\nS uses T.", n_predict => 100 });
     my $lcp = length("${instr}TEXT:\n");
-    is($b->{tokens_cached}, int($lcp / 4), 'second request: tokens_cached = shared prefix tokens');
-    is($b->{timings}{cache_n}, $b->{tokens_cached}, 'timings.cache_n');
-    is($b->{timings}{prompt_n}, $b->{tokens_evaluated} - $b->{tokens_cached}, 'only the suffix is evaluated');
+    is($b->{timings}{cache_n}, int($lcp / 4), 'second request: timings.cache_n = shared prefix tokens');
+    is($b->{tokens_cached}, $b->{tokens_evaluated} + $b->{tokens_predicted} - 1,
+       'tokens_cached = what the slot holds afterwards (as llama-server), not the reuse');
+    is($b->{timings}{prompt_n}, $b->{tokens_evaluated} - $b->{timings}{cache_n}, 'only the suffix is evaluated');
     (undef, $b) = post('/completion', { prompt => "${instr}TEXT:\nS uses T.", n_predict => 100, cache_prompt => JSON::PP::false });
-    is($b->{tokens_cached}, 0, 'cache_prompt false: nothing cached');
+    is($b->{timings}{cache_n}, 0, 'cache_prompt false: nothing reused');
 }
 
 # ---------------------------------------------------------------- keep-alive, pipelining, Expect
@@ -283,6 +295,23 @@ my $clean;
     is($x->{stop_type}, 'limit', 'pad: stop_type limit');
     is($x->{tokens_predicted}, 40, 'pad: fills n_predict');
     is(length $x->{content}, 160, 'pad: 40 tokens of bytes');
+
+    # the cuts kgx must never take as an answer
+    config({ faults => ['prosecut:1.0'] });
+    ($r, $x) = complete("Ann uses Vim. Ben owns a boat.");
+    is($x->{content}, "Here are the facts I found:\n" . substr($clean, 0, int(length($clean) / 2)), 'prosecut: prose, then cut JSON');
+    is($x->{stop_type}, 'eos', 'prosecut: stop_type eos (only parsing sees the cut)');
+    config({ faults => ['limitcut:1.0'] });
+    ($r, $x) = complete("Ann uses Vim. Ben owns a boat.");
+    ok($x->{stop_type} eq 'limit' && !$x->{truncated}, 'limitcut: stop_type limit, truncated false (cut at n_predict)');
+    config({ faults => ['ctxcut:1.0'] });
+    ($r, $x) = complete("Ann uses Vim. Ben owns a boat.");
+    ok($x->{stop_type} eq 'limit' && $x->{truncated}, 'ctxcut: stop_type limit, truncated true (a full context)');
+    config({ faults => ['kv500:1.0'] });
+    ($r, $x) = complete("A uses B.");
+    is($r->{status}, 500, 'kv500: 500');
+    is($x->{error}{message}, 'Context size has been exceeded.', 'kv500: the unified-KV message');
+    is(lc($r->{headers}{connection} // ''), 'close', 'an error closes the connection (as llama-server)');
 
     config({ faults => ['500:1.0'] });
     ($r, $x) = complete("A uses B.");

@@ -98,12 +98,12 @@ is($r->{rc}, 0, 'backfill of hostile drawers: rc 0') or diag(substr($r->{err}, -
 $q = queue($dsn);
 my @notdone = grep { !$q->{$_}{completed} && $_ ne 'h-long10k' } sort keys %$q;
 is_deeply(\@notdone, [], 'every hostile drawer completed (but long10k, below)') or diag(explain([map { $q->{$_} } @notdone]));
-# 10,000-character names: the fake's answer (> n_predict) is cut inside the first triple, so nothing
-# parses. Not "0 facts" (facts were there, the answer could not hold them): parked, and the reason
+# 10,000-character names: the fake's answer (> n_predict) is cut, and its sentences cannot be split
+# further (a sentence is never cut). Not "0 facts" (facts were there, the answer could not hold them): parked, and the reason
 # says what happened and what to change.
 {
     my $x = $q->{'h-long10k'};
-    ok(!$x->{completed} && ($x->{error} // '') =~ /answer cut at n_predict before its first complete triple/,
+    ok(!$x->{completed} && ($x->{error} // '') =~ /answer cut at n_predict .*cannot be split further/,
        'long10k: parked with the reason (answer cut at n_predict)') or diag(explain($x));
 }
 

@@ -11,13 +11,17 @@ use KgxTest;
 
 my $N = quick() ? 60 : 200;
 my $T = trials(3);
-my @kinds = quick() ? qw(mix) : qw(500 503 hang reset malformed truncated empty fence prose pad mix all all-but-truncated);
+# prosecut, limitcut, ctxcut, kv500: answers that are not whole (cut JSON after prose, a cut at
+# n_predict, a full context) and the unified-KV capacity 500; "answers" = those four plus mix, at once
+my @kinds = quick() ? qw(mix) : qw(500 503 hang reset malformed truncated empty fence prose pad mix all all-but-truncated
+                                   prosecut limitcut ctxcut kv500 answers);
 @kinds = split /,/, $ENV{REL_FAULTS} if $ENV{REL_FAULTS};
 my $ref = clean_ref($N);
 
 for my $kind (@kinds) {
     my @faults = $kind eq 'all' ? map { "--fault=$_:0.3:1" } qw(500 503 hang reset malformed truncated empty fence prose pad)
                : $kind eq 'all-but-truncated' ? map { "--fault=$_:0.3:1" } qw(500 503 hang reset malformed empty fence prose pad)
+               : $kind eq 'answers' ? map { "--fault=$_:0.3:1" } qw(prosecut limitcut ctxcut kv500 mix)
                : ("--fault=$kind:0.3:1");
     my ($pass, $lost, $dups, $secs, @notes) = (0, 0, 0, 0);
     for my $t (1 .. $T) {

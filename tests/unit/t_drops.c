@@ -45,16 +45,16 @@ int main(void)
     kgx_drop_t d[3] = { { NULL, NULL, NULL, (char *)"subject is a stopword: it" },
                         { NULL, NULL, NULL, (char *)"over max_triples 10" },
                         { NULL, NULL, NULL, (char *)"over max_triples 10: 5 more triples not listed" } };
-    kgx_result_t r = { NULL, 0, d, 3 };
+    kgx_result_t r = { NULL, 0, d, 3, 0 };
     kgx_drops_record("d1", 0, &r, 10);
     is_int(kgx_drops.by_class[KGX_DROP_STOPWORD], 1, "stopword counted");
     is_int(kgx_drops.by_class[KGX_DROP_OVER_CAP], 7, "cap: 1 + (5 + 1)");
     is_int(kgx_drops.answers_capped, 1, "one capped answer");
-    kgx_result_t r2 = { NULL, 0, d, 1 };
+    kgx_result_t r2 = { NULL, 0, d, 1, 0 };
     kgx_drops_record("d2", 0, &r2, 10);
     is_int(kgx_drops.answers_capped, 1, "an answer without cap drops, under the cap, is not capped");
     kgx_triple_t t[3] = { { 0 } };
-    kgx_result_t r3 = { t, 3, NULL, 0 };
+    kgx_result_t r3 = { t, 3, NULL, 0, 0 };
     kgx_drops_record("d3", 0, &r3, 3);
     is_int(kgx_drops.answers_capped, 2, "an answer with max_triples triples hit the cap (the model stopped there)");
 
