@@ -101,13 +101,16 @@ end
 -- cut short) yields the complete objects, and `[{…}]` yields the array. Second result: the
 -- position of the outermost opener still open at the end (nil when everything closed) — a region
 -- after it lies inside JSON that breaks off. A mismatched closer empties the stack. Every region
--- is pushed and popped at most once: linear time.
+-- is pushed and popped at most once: linear time; the scan ends once `limit` regions are closed at
+-- the top level (what follows cannot change them).
 local function regions(s, limit, from)
     local done = {}            -- matched regions, non-nested, in text order
     local closer, opened = {}, {}
     local depth, pos = 0, from or 1
     while true do
         local p
+        -- at depth 0 no later region can enclose the ones found: once there are `limit`, stop
+        if depth == 0 and #done >= limit then break end
         if depth == 0 then p = find(s, "[%[{]", pos) else p = find(s, '[%[%]{}"]', pos) end
         if not p then break end
         local c = byte(s, p)
@@ -229,12 +232,16 @@ end
 -- nothing before it is left open: inside an unclosed list it is one element of an answer that
 -- broke off, and taking it would be the partial success this parser must never give. When the
 -- scan is misled (a stray quote or bracket in the prose swallows the rest), it restarts after the
--- first opener, at most M.max_restarts times: linear time overall.
+-- first opener, at most M.max_restarts times and while less than M.max_scan_bytes have been
+-- scanned: linear time overall.
 M.max_restarts = 8
+M.max_scan_bytes = 16 * 1024 * 1024   -- restarts stop once this much text has been scanned
 local function scan(text)
     local why = "no JSON in answer"
-    local from = 1
+    local from, scanned = 1, 0
     for _ = 0, M.max_restarts do
+        if scanned > 0 and scanned + #text - from + 1 > M.max_scan_bytes then break end
+        scanned = scanned + #text - from + 1
         local rs, open = regions(text, M.max_candidates, from)
         for k, r in ipairs(rs) do
             local x = decode(sub(text, r[1], r[2]))
