@@ -321,7 +321,7 @@ static void endpoints_changed(kgx_endpoint_t *ep, void *ud)
     job_resolve_suspects(e, ep);
     if (ep->state == KGX_EP_UP) {
         int n = kgx_endpoints_n_ctx(&e->eps);
-        if (n > 0) kgx_script_set_n_ctx(e->script, n);
+        if (n > 0) kgx_hooks_set_n_ctx(e->hooks, n);
     }
     if (!e->db && ep->state == KGX_EP_DOWN && kgx_endpoints_up(&e->eps) == 0) {
         fprintf(stderr, "error: cannot reach the LLM at %s: %s\n", ep->base, ep->last_error);
@@ -375,16 +375,30 @@ static void begin_stop(kgx_engine_t *e, const char *why)
 }
 
 
+static const char *policy_name(const kgx_engine_t *e) { return kgx_policy_src_name(kgx_hooks_src(e->hooks)); }
+static const char *policy_version(const kgx_engine_t *e) { return kgx_policy_src_version(kgx_hooks_src(e->hooks)); }
+
+/* The new text loads on a hook thread (its top-level code is policy code too); drawers in flight
+ * finish with the text they started with. */
+static void reloaded_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (o->rc)
+        log_err("policy reload (%s) failed, keeping %s %s: %s", e->reload_why, policy_name(e), policy_version(e), o->err);
+    else
+        log_info("policy reloaded (%s): %s version %s", e->reload_why, policy_name(e), policy_version(e));
+    kgx_notify("READY=1");
+}
+
 static void reload_policy(kgx_engine_t *e, const char *why)
 {
     char err[1024];
     kgx_notify("RELOADING=1");
-    if (kgx_script_reload(e->script, err, sizeof err))
-        log_err("policy reload (%s) failed, keeping %s %s: %s", why, kgx_script_name(e->script),
-                kgx_script_version(e->script), err);
-    else
-        log_info("policy reloaded (%s): %s version %s", why, kgx_script_name(e->script), kgx_script_version(e->script));
-    kgx_notify("READY=1");
+    e->reload_why = why;
+    if (kgx_hooks_reload(e->hooks, reloaded_cb, e, err, sizeof err)) {
+        log_err("policy reload (%s) failed, keeping %s %s: %s", why, policy_name(e), policy_version(e), err);
+        kgx_notify("READY=1");
+    }
 }
 
 static void reload_debounce_cb(uv_timer_t *t) { reload_policy(t->data, "file changed"); }
@@ -400,7 +414,8 @@ static void watch_cb(uv_fs_event_t *w, const char *filename, int events, int sta
 static void start_watching(kgx_engine_t *e)
 {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", kgx_script_path(e->script));
+    kgx_policy_src_t *src = kgx_hooks_src(e->hooks);
+    snprintf(dir, sizeof dir, "%s", kgx_policy_src_path(src));
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     else snprintf(dir, sizeof dir, ".");
@@ -408,8 +423,8 @@ static void start_watching(kgx_engine_t *e)
     uv_fs_event_init(&e->loop, &e->watch_plugins);
     e->watch_policy.data = e->watch_plugins.data = e;
     int a = uv_fs_event_start(&e->watch_policy, watch_cb, dir, 0);
-    int b = kgx_script_plugins_dir(e->script)
-        ? uv_fs_event_start(&e->watch_plugins, watch_cb, kgx_script_plugins_dir(e->script), 0) : -1;
+    int b = kgx_policy_src_plugins_dir(src)
+        ? uv_fs_event_start(&e->watch_plugins, watch_cb, kgx_policy_src_plugins_dir(src), 0) : -1;
     if (a < 0 && b < 0) log_warn("cannot watch the policy files (%s); reload with SIGHUP", uv_strerror(a));
     else log_debug("watching %s for policy changes", dir);
 }
@@ -440,7 +455,7 @@ static void finish(kgx_engine_t *e, int code)
 {
     if (e->finished) return;
     e->finished = 1;
-    e->exit_code = code;
+    e->exit_code = code ? code : e->stop_code;
     uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
     for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
@@ -454,8 +469,8 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 {
     memset(v, 0, sizeof *v);
     v->worker_id = e->worker;
-    v->policy_name = kgx_script_name(e->script);
-    v->policy_version = kgx_script_version(e->script);
+    v->policy_name = policy_name(e);
+    v->policy_version = policy_version(e);
     v->in_flight = e->in_flight;
     v->drawers_in_memory = e->njobs;
     v->stopping = e->stopping != 0;
@@ -511,6 +526,17 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
 
 /* ------------------------------------------------------------------ life cycle */
 
+/* Too many hook threads stuck in C calls (see hooks.h): a restart is the only way to get the cores
+ * back, so stop claiming, give the rows back and exit 1 (systemd restarts the service). */
+static void hooks_cap_cb(void *ud)
+{
+    kgx_engine_t *e = ud;
+    log_err("hooks: %d hook threads are stuck in policy code (the cap); stopping: no new claims, claimed rows "
+            "given back, exit 1 so the service is restarted", KGX_HOOK_MAX_ABANDONED);
+    e->stop_code = 1;
+    begin_stop(e, "stuck policy hooks");
+}
+
 static void db_state_cb(int up, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
@@ -546,10 +572,16 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     so.min_confidence = cfg->min_confidence;
     so.max_triples = cfg->max_triples;
     char serr[1024];
-    e->script = kgx_script_new(&so, serr, sizeof serr);
-    if (!e->script) {
+    /* the policy loads once here (a bad one is a configuration error, exit 2); the hook threads then
+     * build their states from the same text */
+    kgx_policy_src_t *src = kgx_policy_src_read(&so, serr, sizeof serr);
+    kgx_script_t *probe = src ? kgx_script_new_src(src, serr, sizeof serr) : NULL;
+    kgx_script_free(probe);
+    if (probe) e->hooks = kgx_hooks_new(&e->loop, src, hooks_cap_cb, e, serr, sizeof serr);
+    kgx_policy_src_unref(src);
+    if (!e->hooks) {
         snprintf(err, errlen, "error: policy %s: %s", policy_path, serr);
-        *exit_code = 2;
+        *exit_code = probe ? 1 : 2;
         kgx_engine_free(e);
         return NULL;
     }
@@ -613,7 +645,7 @@ int kgx_engine_run(kgx_engine_t *e)
     kgx_config_t *c = e->cfg;
     e->start_t = now_ms(e);
     log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker,
-             kgx_script_name(e->script), kgx_script_version(e->script), c->n_endpoints, c->workers,
+             policy_name(e), policy_version(e), c->n_endpoints, c->workers,
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
     kgx_endpoints_start(&e->eps);
@@ -665,12 +697,12 @@ void kgx_engine_free(kgx_engine_t *e)
     kgx_http_free(e->http);
     kgx_db_free(e->db);
     kgx_httpd_free(e->httpd);
+    kgx_hooks_free(e->hooks);     /* never waits for a stuck hook */
     uv_run(&e->loop, UV_RUN_NOWAIT);
     uv_walk(&e->loop, walk_close, NULL);
     uv_run(&e->loop, UV_RUN_DEFAULT);
     uv_loop_close(&e->loop);
     kgx_endpoints_free(&e->eps);
-    kgx_script_free(e->script);
     if (e->dry_in && e->dry_in != stdin) fclose(e->dry_in);
     free(e);
 }

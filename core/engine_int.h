@@ -12,6 +12,7 @@
 #include "endpoint.h"
 #include "engine.h"
 #include "http.h"
+#include "hooks.h"
 #include "httpd.h"
 #include "queue.h"
 #include "script.h"
@@ -22,8 +23,9 @@
 #define STOP_DEADLINE_MS 8000
 
 /* JOB_DEAD: finished with, freed by the next pump (never freed under a caller's feet). */
-typedef enum { JOB_ACTIVE, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING, JOB_DEAD } job_state_t;
-typedef enum { CH_PENDING, CH_INFLIGHT, CH_SUSPECT, CH_DONE } chunk_state_t;
+typedef enum { JOB_ACTIVE, JOB_SPLITTING, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING, JOB_DEAD } job_state_t;
+/* CH_REQUEST and CH_PARSE: the request/parse hook runs on a hook thread (CH_REQUEST holds a slot). */
+typedef enum { CH_PENDING, CH_REQUEST, CH_INFLIGHT, CH_PARSE, CH_SUSPECT, CH_DONE } chunk_state_t;
 
 typedef struct job job_t;
 
@@ -33,7 +35,9 @@ typedef struct {
     job_t *job;
     kgx_http_req_t *req;
     kgx_endpoint_t *ep;
-    uint64_t t0;
+    kgx_hook_call_t *call;      /* the request or parse hook running for it */
+    double ms;                  /* the answer's latency and token counts, kept for the stored answer */
+    long pt, ct;
     char *suspect;              /* the failure waiting for /health's verdict */
 } chunk_t;
 
@@ -43,7 +47,10 @@ struct job {
     kgx_claim_row_t row;
     int state;
     int split_done;
-    int script_job;
+    kgx_policy_src_t *src;      /* the policy text this attempt started with (ref) */
+    kgx_hook_call_t *split_call;
+    kgx_chunk_t *texts;         /* split's chunks */
+    size_t nchunks_texts;
     chunk_t *chunks;
     size_t nchunks, ndone;
     int shrink, attempts, write_retries;
@@ -58,14 +65,15 @@ struct kgx_engine {
     uv_loop_t loop;
     kgx_http_t *http;
     kgx_db_t *db;
-    kgx_script_t *script;
+    kgx_hooks_t *hooks;
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
     char worker[256];
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;
     int jobs_in[JOB_DEAD + 1];      /* jobs per state, kept by job_set_state() */
-    int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
+    int claiming, claims, idle, stopping, finished, exit_code, stop_code, pumping, repump;
+    const char *reload_why;
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -19,13 +19,27 @@ void job_set_state(job_t *j, int st)
 
 /* ------------------------------------------------------------------ jobs */
 
+/* A slot of --workers (and of the endpoint) is held from the request hook to the HTTP answer. */
+static void chunk_release(job_t *j, chunk_t *c)
+{
+    if (c->ep) c->ep->in_flight--;
+    j->e->in_flight--;
+    kgx_metrics.in_flight = j->e->in_flight;
+}
+
 void job_chunk_cancel(job_t *j, chunk_t *c)
 {
     if (c->state == CH_INFLIGHT && c->req) {
         kgx_http_cancel(c->req);
         c->req = NULL;
-        if (c->ep) c->ep->in_flight--;
-        j->e->in_flight--;
+        chunk_release(j, c);
+    } else if (c->state == CH_REQUEST) {
+        kgx_hooks_cancel(c->call);
+        c->call = NULL;
+        chunk_release(j, c);
+    } else if (c->state == CH_PARSE) {
+        kgx_hooks_cancel(c->call);
+        c->call = NULL;
     }
     free(c->suspect);
     c->suspect = NULL;
@@ -39,8 +53,11 @@ static void job_reset_chunks(job_t *j)
     j->chunks = NULL;
     j->nchunks = j->ndone = 0;
     j->split_done = 0;
-    kgx_script_job_free(j->e->script, j->script_job);
-    j->script_job = 0;
+    kgx_hooks_cancel(j->split_call);
+    j->split_call = NULL;
+    kgx_chunks_free(j->texts, j->nchunks_texts);
+    j->texts = NULL;
+    j->nchunks_texts = 0;
     kgx_buf_reset(&j->triples);
     kgx_buf_reset(&j->answers);
     kgx_buf_reset(&j->report);
@@ -56,6 +73,7 @@ void job_free(job_t *j)
     j->next->prev = j->prev;
     e->njobs--;
     e->jobs_in[j->state]--;
+    kgx_policy_src_unref(j->src);
     kgx_buf_free(&j->triples);
     kgx_buf_free(&j->answers);
     kgx_buf_free(&j->report);
@@ -85,12 +103,18 @@ job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     return j;
 }
 
-/* While policy code runs for a job, log lines (kgx.log from hooks too) name the drawer. */
-static void job_context(const job_t *j)
+/* While policy code runs for a job, the hook thread's log lines (kgx.log too) name the drawer. */
+static const char *job_context(const job_t *j, char *buf, size_t len)
 {
-    char ctx[240];
-    snprintf(ctx, sizeof ctx, "drawer=%.180s attempt=%d", j->row.drawer_id, j->attempts + 1);
-    kgx_log_set_context(ctx);
+    snprintf(buf, len, "drawer=%.180s attempt=%d", j->row.drawer_id, j->attempts + 1);
+    return buf;
+}
+
+static kgx_drawer_t job_drawer(const job_t *j)
+{
+    kgx_drawer_t d = { j->row.drawer_id, j->row.wing, j->row.room, j->row.document, j->row.document_len,
+                       j->row.metadata };
+    return d;
 }
 
 #define job_log(j, lvl, fmt, ...) \
@@ -103,32 +127,25 @@ static int is_blank(const char *s, size_t n)
     return 1;
 }
 
-void job_split(job_t *j)
+static void split_cb(kgx_hook_outcome_t *o, void *ud)
 {
+    job_t *j = ud;
     kgx_engine_t *e = j->e;
-    j->split_done = 1;
-    if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
-        j->nchunks = 0;
-        job_write(j);
-        return;
-    }
-    kgx_drawer_t d = { j->row.drawer_id, j->row.wing, j->row.room, j->row.document,
-                       j->row.document_len, j->row.metadata };
-    kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
-    char err[1024];
-    size_t n = 0;
-    job_context(j);
-    int ref = kgx_script_split(e->script, &d, &ctx, &n, err, sizeof err);
-    kgx_log_set_context(NULL);
-    if (ref < 0) {
-        j->split_done = 0;          /* split again on the next attempt */
+    j->split_call = NULL;
+    job_set_state(j, JOB_ACTIVE);
+    if (o->rc) {
         char msg[1100];
-        snprintf(msg, sizeof msg, "policy: %s", err);
-        j->split_done = 0;        /* split again when the retry is due (else the job never moves again) */
-        job_charge(j, KGX_M_ERR_POLICY, msg);
+        snprintf(msg, sizeof msg, "policy: %s", o->err);
+        job_charge(j, KGX_M_ERR_POLICY, msg);   /* split again when the retry is due */
+        kgx_engine_pump(e);
         return;
     }
-    j->script_job = ref;
+    size_t n = o->nchunks;
+    j->split_done = 1;
+    j->texts = o->chunks;
+    j->nchunks_texts = n;
+    o->chunks = NULL;
+    o->nchunks = 0;
     j->nchunks = n;
     j->ndone = 0;
     j->chunks = calloc(n ? n : 1, sizeof *j->chunks);
@@ -137,6 +154,29 @@ void job_split(job_t *j)
         j->chunks[i].job = j;
     }
     if (n == 0) job_write(j);
+    kgx_engine_pump(e);
+}
+
+void job_split(job_t *j)
+{
+    kgx_engine_t *e = j->e;
+    if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
+        j->split_done = 1;
+        j->nchunks = 0;
+        job_write(j);
+        return;
+    }
+    kgx_policy_src_unref(j->src);
+    j->src = kgx_policy_src_ref(kgx_hooks_src(e->hooks));   /* this attempt's policy text */
+    kgx_drawer_t d = job_drawer(j);
+    kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
+    char lc[240];
+    job_set_state(j, JOB_SPLITTING);
+    j->split_call = kgx_hooks_split(e->hooks, j->src, &d, &ctx, job_context(j, lc, sizeof lc), split_cb, j);
+    if (!j->split_call) {
+        job_set_state(j, JOB_ACTIVE);
+        job_charge(j, KGX_M_ERR_POLICY, "policy: out of memory");
+    }
 }
 
 /* ------------------------------------------------------------------ failures */
@@ -228,9 +268,9 @@ static void add_answer(job_t *j, size_t idx, const char *body, size_t len, doubl
     kgx_buf_adds(&j->answers, ",\"model\":");
     kgx_buf_json_str(&j->answers, e->cfg->model);
     kgx_buf_adds(&j->answers, ",\"policy\":");
-    kgx_buf_json_str(&j->answers, kgx_script_name(e->script));
+    kgx_buf_json_str(&j->answers, kgx_policy_src_name(j->src));
     kgx_buf_adds(&j->answers, ",\"policy_version\":");
-    kgx_buf_json_str(&j->answers, kgx_script_version(e->script));
+    kgx_buf_json_str(&j->answers, kgx_policy_src_version(j->src));
     kgx_buf_printf(&j->answers, ",\"latency_ms\":%.1f", ms);
     if (pt >= 0) kgx_buf_printf(&j->answers, ",\"prompt_tokens\":%ld", pt);
     if (ct >= 0) kgx_buf_printf(&j->answers, ",\"completion_tokens\":%ld", ct);
@@ -289,7 +329,7 @@ static void job_resplit(job_t *j, int learned)
     job_reset_chunks(j);
     j->shrink++;
     kgx_metrics.errors[KGX_M_ERR_CONTEXT]++;
-    if (learned > 0) kgx_script_set_n_ctx(e->script, kgx_endpoints_n_ctx(&e->eps));
+    if (learned > 0) kgx_hooks_set_n_ctx(e->hooks, kgx_endpoints_n_ctx(&e->eps));
     job_log(j, KGX_LOG_INFO, "context exceeded (n_ctx=%d): splitting smaller, shrink=%d", learned, j->shrink);
     if (j->shrink > MAX_SHRINK) {
         j->shrink = 0;
@@ -313,6 +353,34 @@ void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep)
     }
 }
 
+static void answer_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    chunk_t *c = ud;
+    job_t *j = c->job;
+    kgx_engine_t *e = j->e;
+    char msg[700];
+    c->call = NULL;
+    if (o->rc) {
+        c->state = CH_PENDING;
+        if (o->abandoned) {
+            snprintf(msg, sizeof msg, "policy: %s", o->err);
+            job_charge(j, KGX_M_ERR_POLICY, msg);
+        } else {
+            snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", c->ep ? c->ep->base : "?", o->err);
+            job_charge(j, KGX_M_ERR_PARSE, msg);
+        }
+        kgx_engine_pump(e);
+        return;
+    }
+    add_result(j, c->idx, &o->result);
+    kgx_metrics_observe_tokens(c->pt, c->ct);
+    add_answer(j, c->idx, o->body, o->body_len, c->ms, c->pt, c->ct);
+    c->state = CH_DONE;
+    j->ndone++;
+    if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
+    kgx_engine_pump(e);
+}
+
 static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
 {
     chunk_t *c = ud;
@@ -320,9 +388,7 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     kgx_engine_t *e = j->e;
     kgx_endpoint_t *ep = c->ep;
     c->req = NULL;
-    ep->in_flight--;
-    e->in_flight--;
-    kgx_metrics.in_flight = e->in_flight;
+    chunk_release(j, c);
     kgx_metrics_observe_latency(r->total_ms / 1000.0);
     char msg[600];
 
@@ -372,64 +438,76 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
         kgx_engine_pump(e);
         return;
     }
-    kgx_result_t res = { 0 };
-    char err[1024];
-    job_context(j);
-    int arc = kgx_script_answer(e->script, j->script_job, c->idx, r->body, r->body_len, &res, err, sizeof err);
-    kgx_log_set_context(NULL);
-    if (arc) {
-        snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
-        c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_PARSE, msg);
-        kgx_engine_pump(e);
-        return;
-    }
-    add_result(j, c->idx, &res);
-    kgx_result_clear(&res);
     long pt = kgx_body_int(r->body, "tokens_evaluated"), ct = kgx_body_int(r->body, "tokens_predicted");
     if (pt < 0) pt = kgx_body_int(r->body, "prompt_tokens");
     if (ct < 0) ct = kgx_body_int(r->body, "completion_tokens");
-    kgx_metrics_observe_tokens(pt, ct);
-    add_answer(j, c->idx, r->body, r->body_len, r->total_ms, pt, ct);
-    c->state = CH_DONE;
-    j->ndone++;
-    if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
+    c->ms = r->total_ms;
+    c->pt = pt;
+    c->ct = ct;
+    kgx_drawer_t d = job_drawer(j);
+    char lc[240];
+    c->state = CH_PARSE;
+    c->call = kgx_hooks_answer(e->hooks, j->src, &d, &j->texts[c->idx], r->body, r->body_len,
+                               job_context(j, lc, sizeof lc), answer_cb, c);
+    if (!c->call) {
+        c->state = CH_PENDING;
+        job_charge(j, KGX_M_ERR_POLICY, "policy: out of memory");
+    }
+    kgx_engine_pump(e);
+}
+
+static void request_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    chunk_t *c = ud;
+    job_t *j = c->job;
+    kgx_engine_t *e = j->e;
+    kgx_endpoint_t *ep = c->ep;
+    c->call = NULL;
+    if (o->rc) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "policy: %s", o->err);
+        chunk_release(j, c);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_M_ERR_POLICY, msg);
+        kgx_engine_pump(e);
+        return;
+    }
+    kgx_request_t *rq = &o->request;
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s", ep->base, rq->path);
+    long timeout = rq->timeout_ms > 0 ? rq->timeout_ms : (long)(e->cfg->request_timeout * 1000);
+    c->req = kgx_http_submit(e->http, "POST", url, rq->body, rq->body_len, timeout, MAX_ANSWER_BYTES, chunk_cb, c);
+    if (!c->req) {
+        chunk_release(j, c);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_M_ERR_CONNECT, "could not start the HTTP request");
+    } else {
+        c->state = CH_INFLIGHT;
+        ep->requests++;
+        kgx_metrics.llm_requests++;
+    }
     kgx_engine_pump(e);
 }
 
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
 {
     kgx_ctx_t ctx = { ep->n_ctx ? ep->n_ctx : kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, ep->base };
-    kgx_request_t rq = { 0 };
-    char err[1024];
-    job_context(j);
-    int rrc = kgx_script_request(e->script, j->script_job, c->idx, &ctx, &rq, err, sizeof err);
-    kgx_log_set_context(NULL);
-    if (rrc) {
-        char msg[1100];
-        snprintf(msg, sizeof msg, "policy: %s", err);
-        job_charge(j, KGX_M_ERR_POLICY, msg);
-        return;
-    }
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", ep->base, rq.path);
-    long timeout = rq.timeout_ms > 0 ? rq.timeout_ms : (long)(e->cfg->request_timeout * 1000);
-    c->req = kgx_http_submit(e->http, "POST", url, rq.body, rq.body_len, timeout, MAX_ANSWER_BYTES, chunk_cb, c);
-    kgx_request_clear(&rq);
-    if (!c->req) {
-        job_charge(j, KGX_M_ERR_CONNECT, "could not start the HTTP request");
-        return;
-    }
-    c->state = CH_INFLIGHT;
+    kgx_drawer_t d = job_drawer(j);
+    char lc[240];
+    /* the slot is taken now: the request hook runs for this endpoint */
+    c->state = CH_REQUEST;
     c->ep = ep;
-    c->t0 = kgx_engine_now(e);
     ep->in_flight++;
-    ep->requests++;
     e->in_flight++;
     kgx_metrics.in_flight = e->in_flight;
-    kgx_metrics.llm_requests++;
+    c->call = kgx_hooks_request(e->hooks, j->src, &d, &j->texts[c->idx], &ctx, job_context(j, lc, sizeof lc),
+                                request_cb, c);
+    if (!c->call) {
+        chunk_release(j, c);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_M_ERR_POLICY, "policy: out of memory");
+    }
 }
-
 /* ------------------------------------------------------------------ writing */
 
 static void print_dry_report(job_t *j)
@@ -441,7 +519,7 @@ static void print_dry_report(job_t *j)
         kgx_buf_json_str(&b, j->row.drawer_id);
         kgx_buf_adds(&b, ",\"chunks\":[");
         for (size_t i = 0; i < j->nchunks; i++)
-            kgx_buf_printf(&b, "%s{\"tokens\":%d}", i ? "," : "", kgx_script_chunk_tokens(e->script, j->script_job, i));
+            kgx_buf_printf(&b, "%s{\"tokens\":%d}", i ? "," : "", j->texts[i].tokens);
         kgx_buf_adds(&b, "],\"triples\":");
         kgx_buf_adds(&b, j->triples.len ? j->triples.p : "[");
         kgx_buf_adds(&b, "],\"dropped\":[");
@@ -452,7 +530,7 @@ static void print_dry_report(job_t *j)
     } else {
         printf("drawer %s: %zu chunk%s (tokens:", j->row.drawer_id, j->nchunks, j->nchunks == 1 ? "" : "s");
         for (size_t i = 0; i < j->nchunks && i < 32; i++)
-            printf(" %d", kgx_script_chunk_tokens(e->script, j->script_job, i));
+            printf(" %d", j->texts[i].tokens);
         if (j->nchunks > 32) printf(" …");
         printf(")\n");
         if (j->report.len) fwrite(j->report.p, 1, j->report.len, stdout);
