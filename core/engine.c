@@ -19,6 +19,9 @@
 static void pump(kgx_engine_t *e);
 static void finish(kgx_engine_t *e, int code);
 
+static int stopping(const kgx_engine_t *e) { return e->phase >= ENGINE_STOPPING; }
+static int finished(const kgx_engine_t *e) { return e->phase == ENGINE_FINISHED; }
+
 /* Fresh time: a hook may have run for a while since the loop last looked at the clock. */
 static uint64_t now_ms(kgx_engine_t *e)
 {
@@ -41,16 +44,10 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
         e->idle = 1;               /* the poll timer tries again */
     }
     for (int i = 0; i < n; i++) {
-        if (e->stopping) break;
-        job_t *j = job_new(e, &rows[i]);
-        if (j->row.missing) {
-            log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
-            kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
-            kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
-            job_free(j);
-        }
+        if (stopping(e)) break;
+        job_new(e, &rows[i]);      /* a row whose drawer is gone is parked there */
     }
-    if (e->stopping) {
+    if (stopping(e)) {
         /* claimed while stopping: give them back at once */
         for (int i = 0; i < n; i++)
             if (rows[i].drawer_id) kgx_queue_unclaim(e->db, rows[i].drawer_id, rows[i].token, NULL, NULL);
@@ -86,18 +83,14 @@ static int dry_claim(kgx_engine_t *e, int want)
 static size_t ready_units(kgx_engine_t *e)
 {
     size_t n = 0;
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
-        if (j->state != JOB_ACTIVE) continue;
-        if (!j->split_done) { n++; continue; }
-        for (size_t i = 0; i < j->nchunks; i++) n += j->chunks[i].state == CH_PENDING;
-    }
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) n += job_ready_units(j);
     return n;
 }
 
 static void maybe_claim(kgx_engine_t *e)
 {
     kgx_config_t *c = e->cfg;
-    if (e->stopping || e->claiming || e->idle) return;
+    if (stopping(e) || e->claiming || e->idle) return;
     if (c->mode == KGX_MODE_ONCE && e->claims > 0) return;
     if (kgx_endpoints_up(&e->eps) == 0) return;          /* outage: keep the queue's attempts */
     int cap = kgx_endpoints_capacity(&e->eps);
@@ -123,9 +116,10 @@ static void wake_cb(uv_timer_t *t) { pump(t->data); }
 static void arm_wake(kgx_engine_t *e)
 {
     uint64_t now = now_ms(e), next = 0;
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
-        if ((j->state == JOB_ACTIVE || j->state == JOB_WRITE_WAIT) && j->not_before > now)
-            if (!next || j->not_before < next) next = j->not_before;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
+        uint64_t at = job_wake_at(j);
+        if (at > now && (!next || at < next)) next = at;
+    }
     if (next) uv_timer_start(&e->wake, wake_cb, next - now, 0);
 }
 
@@ -134,8 +128,8 @@ static void maybe_stop(kgx_engine_t *e);
 
 static void pump(kgx_engine_t *e)
 {
-    if (e->finished) return;
-    if (e->stopping) {            /* completions while stopping: see whether we can go now */
+    if (finished(e)) return;
+    if (stopping(e)) {            /* completions while stopping: see whether we can go now */
         maybe_stop(e);
         return;
     }
@@ -146,27 +140,26 @@ static void pump(kgx_engine_t *e)
     e->pumping = 1;
     do {
         e->repump = 0;
-        if (e->stopping) break;
+        if (stopping(e)) break;
         uint64_t now = now_ms(e);
-        /* splits and write retries that are due */
+        /* what each job needs: splits, writes (and write retries) that are due, the finished freed */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
             nx = j->next;
-            if (j->state == JOB_DEAD) { job_free(j); continue; }
-            if (j->not_before > now) continue;
-            if (j->state == JOB_WRITE_WAIT) job_write(j);
-            else if (j->state == JOB_ACTIVE && !j->split_done) job_split(j);
-            else if (j->state == JOB_ACTIVE && j->nchunks && j->ndone == j->nchunks) job_write(j);
+            switch (job_next_action(j, now)) {
+            case JOB_ACT_SPLIT: job_split(j); break;
+            case JOB_ACT_WRITE: job_write(j); break;
+            case JOB_ACT_FREE: job_free(j); break;
+            default: break;
+            }
         }
         /* fill the free slots, oldest drawer first */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->cfg->workers; j = nx) {
             nx = j->next;
-            if (j->state != JOB_ACTIVE || !j->split_done || j->not_before > now) continue;
-            for (size_t i = 0; i < j->nchunks && e->in_flight < e->cfg->workers; i++) {
-                if (j->chunks[i].state != CH_PENDING) continue;
+            chunk_t *c;
+            while (e->in_flight < e->cfg->workers && (c = job_next_chunk(j))) {
                 kgx_endpoint_t *ep = kgx_endpoints_pick(&e->eps);
                 if (!ep) goto full;
-                job_send_chunk(e, j, &j->chunks[i], ep);
-                if (j->state != JOB_ACTIVE || j->not_before > now) break;
+                job_send_chunk(e, j, c, ep);
             }
         }
     full:
@@ -175,10 +168,10 @@ static void pump(kgx_engine_t *e)
     e->pumping = 0;
     for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
         nx = j->next;
-        if (j->state == JOB_DEAD) job_free(j);
+        if (job_next_action(j, now_ms(e)) == JOB_ACT_FREE) job_free(j);
     }
     maybe_finish(e);
-    if (!e->finished) arm_wake(e);
+    if (!finished(e)) arm_wake(e);
 }
 
 /* ------------------------------------------------------------------ end of modes */
@@ -207,7 +200,7 @@ static void backfill_check_cb(const kgx_queue_counts_t *c, const char *err, void
 {
     kgx_engine_t *e = ud;
     e->counts_busy = 0;
-    if (e->finished || e->stopping) return;
+    if (finished(e) || stopping(e)) return;
     if (err) {
         log_warn("counting the queue failed: %s", err);
     } else {
@@ -224,7 +217,7 @@ static void backfill_check_cb(const kgx_queue_counts_t *c, const char *err, void
 
 static void maybe_finish(kgx_engine_t *e)
 {
-    if (e->finished || e->stopping || e->njobs || e->claiming) return;
+    if (finished(e) || stopping(e) || e->njobs || e->claiming) return;
     switch (e->cfg->mode) {
     case KGX_MODE_ONCE:
         if (e->claims > 0) finish(e, 0);
@@ -280,7 +273,7 @@ static void progress_counts_cb(const kgx_queue_counts_t *c, const char *err, voi
 static void progress_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
+    if (e->db && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
 }
 
 /* The counters the status endpoint serves, refreshed every 5 s; on a terminal during a backfill (never
@@ -292,7 +285,7 @@ static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void
     e->counts = *c;
     e->have_counts = 1;
     kgx_metrics.queue_depth = c->queue_depth;
-    if (!e->bar || e->finished || e->stopping) return;
+    if (!e->bar || finished(e) || stopping(e)) return;
     kgx_progress_t p = { c->completed_total, c->in_progress, c->queue_depth, c->errors_total,
                          c->drawers_per_min_5m, (double)(now_ms(e) - e->start_t) / 1000.0 };
     char bar[256];
@@ -303,13 +296,13 @@ static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void
 static void refresh_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
+    if (e->db && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
 }
 
 static void heartbeat_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
+    if (e->db && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
 }
 
 static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
@@ -317,7 +310,7 @@ static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
 static void endpoints_changed(kgx_endpoint_t *ep, void *ud)
 {
     kgx_engine_t *e = ud;
-    if (e->finished) return;
+    if (finished(e)) return;
     job_resolve_suspects(e, ep);
     if (ep->state == KGX_EP_UP) {
         int n = kgx_endpoints_n_ctx(&e->eps);
@@ -342,14 +335,14 @@ static void release_cb(long long n, const char *err, void *ud)
 static void maybe_stop(kgx_engine_t *e)
 {
     for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
-        if (j->state == JOB_WRITING || j->state == JOB_FAILING) return;   /* let the database answer */
+        if (job_db_busy(j)) return;   /* let the database answer */
     if (e->claiming) return;
     /* drop what is left in memory and give its rows back */
     while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
-    if (e->finished) return;
+    if (finished(e)) return;
     if (!e->db) { finish(e, 0); return; }
-    if (e->stopping == 1) {
-        e->stopping = 2;
+    if (e->phase == ENGINE_STOPPING) {
+        e->phase = ENGINE_RELEASING;
         if (kgx_queue_release_all(e->db, e->worker, release_cb, e)) finish(e, 0);
     }
 }
@@ -363,13 +356,11 @@ static void deadline_cb(uv_timer_t *t)
 
 static void begin_stop(kgx_engine_t *e, const char *why)
 {
-    if (e->stopping) return;
+    if (stopping(e)) return;
     log_info("%s: stopping (no new claims, cancelling requests, giving rows back)", why);
     kgx_notify("STOPPING=1");
-    e->stopping = 1;
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
-        if (j->state != JOB_WRITING && j->state != JOB_FAILING)
-            for (size_t i = 0; i < j->nchunks; i++) job_chunk_cancel(j, &j->chunks[i]);
+    e->phase = ENGINE_STOPPING;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) job_cancel(j);
     uv_timer_start(&e->stop_deadline, deadline_cb, STOP_DEADLINE_MS, 0);
     maybe_stop(e);
 }
@@ -453,8 +444,8 @@ static void drain_cb(uv_timer_t *t)
  * goes (best effort); the loop stops when the pool is idle. */
 static void finish(kgx_engine_t *e, int code)
 {
-    if (e->finished) return;
-    e->finished = 1;
+    if (finished(e)) return;
+    e->phase = ENGINE_FINISHED;
     e->exit_code = code ? code : e->stop_code;
     uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
@@ -473,11 +464,12 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
     v->policy_version = policy_version(e);
     v->in_flight = e->in_flight;
     v->drawers_in_memory = e->njobs;
-    v->stopping = e->stopping != 0;
+    v->stopping = stopping(e);
     v->completed = e->done_here;
     v->parked = e->parked_here;
     v->retries = e->retries_here;
-    v->jobs_active = e->jobs_in[JOB_ACTIVE];
+    v->jobs_active = e->jobs_in[JOB_WAIT_SPLIT] + e->jobs_in[JOB_SPLITTING] + e->jobs_in[JOB_CHUNKS]
+                   + e->jobs_in[JOB_RETRY_WAIT];
     v->jobs_recording_failure = e->jobs_in[JOB_FAILING];
     v->jobs_writing = e->jobs_in[JOB_WRITING];
     v->jobs_write_retry = e->jobs_in[JOB_WRITE_WAIT];
@@ -488,7 +480,7 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 static void publish_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (!e->db || e->stopping || !kgx_db_is_up(e->db)) return;
+    if (!e->db || stopping(e) || !kgx_db_is_up(e->db)) return;
     kgx_process_view_t v;
     engine_view(e, &v);
     kgx_buf_t b = { 0 };
@@ -516,7 +508,7 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
         resp->body = kgx_metrics_render(&resp->body_len);
     } else if (!strcmp(path, "/healthz")) {
-        int ok = kgx_db_is_up(e->db) && !e->stopping;
+        int ok = kgx_db_is_up(e->db) && !stopping(e);
         resp->status = ok ? 200 : 503;
         resp->content_type = "text/plain";
         resp->body = strdup(ok ? "ok\n" : "unavailable\n");

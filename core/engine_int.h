@@ -14,16 +14,18 @@
 #include "http.h"
 #include "hooks.h"
 #include "httpd.h"
+#include "jobstate.h"
+#include "outcome.h"
 #include "queue.h"
 #include "script.h"
 
 #define MAX_ANSWER_BYTES (8u << 20)     /* hostile answers keep memory bounded */
 #define MAX_SHRINK 6
-#define MAX_WRITE_RETRIES 30
 #define STOP_DEADLINE_MS 8000
 
-/* JOB_DEAD: finished with, freed by the next pump (never freed under a caller's feet). */
-typedef enum { JOB_ACTIVE, JOB_SPLITTING, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING, JOB_DEAD } job_state_t;
+/* The engine's life cycle: running; stopping (no claims, requests cancelled, waiting for the database
+ * to answer what it was asked); releasing (giving the claimed rows back); finished (the loop drains). */
+typedef enum { ENGINE_RUNNING, ENGINE_STOPPING, ENGINE_RELEASING, ENGINE_FINISHED } engine_phase_t;
 /* CH_REQUEST and CH_PARSE: the request/parse hook runs on a hook thread (CH_REQUEST holds a slot). */
 typedef enum { CH_PENDING, CH_REQUEST, CH_INFLIGHT, CH_PARSE, CH_SUSPECT, CH_DONE } chunk_state_t;
 
@@ -45,7 +47,7 @@ struct job {
     job_t *prev, *next;
     kgx_engine_t *e;
     kgx_claim_row_t row;
-    int state;
+    job_state_t state;          /* job.c's alone: moves through job_set_state() */
     int split_done;
     kgx_policy_src_t *src;      /* the policy text this attempt started with (ref) */
     kgx_hook_call_t *split_call;
@@ -71,8 +73,9 @@ struct kgx_engine {
     char worker[256];
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;
-    int jobs_in[JOB_DEAD + 1];      /* jobs per state, kept by job_set_state() */
-    int claiming, claims, idle, stopping, finished, exit_code, stop_code, pumping, repump;
+    int jobs_in[JOB__N];        /* jobs per state, kept by job_set_state() */
+    engine_phase_t phase;
+    int claiming, claims, idle, exit_code, stop_code, pumping, repump;
     const char *reload_why;
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
@@ -98,12 +101,18 @@ void kgx_engine_pump(kgx_engine_t *e);                 /* dispatch, claim, finis
 uint64_t kgx_engine_now(kgx_engine_t *e);              /* fresh loop time, ms */
 
 /* job.c — one drawer. Ownership: the engine's list holds every job; job_free unlinks and frees. */
-job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row);  /* takes row's strings */
+job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row);  /* takes row's strings; NULL: parked (drawer gone) */
 void job_free(job_t *j);
-void job_set_state(job_t *j, int st);                  /* the one place a job changes state */
+void job_set_state(job_t *j, job_state_t st);          /* the one place a job changes state */
+job_action_t job_next_action(job_t *j, uint64_t now);  /* what the engine should do for it now */
+chunk_t *job_next_chunk(job_t *j);                     /* the next chunk to send, or NULL */
+size_t job_ready_units(const job_t *j);                /* splits + chunks that could use a slot */
+uint64_t job_wake_at(const job_t *j);                  /* loop time a waiting job wants the pump, or 0 */
+int job_db_busy(const job_t *j);                       /* the database is answering about it */
+void job_cancel(job_t *j);                             /* stopping: cancel its hooks and requests */
 void job_split(job_t *j);                              /* split (or charge a policy error) */
 void job_write(job_t *j);                              /* all chunks answered: write (or print) */
-void job_charge(job_t *j, int kind, const char *msg);  /* a charged failure of this attempt */
+void job_charge(job_t *j, kgx_outcome_t oc, const char *msg);  /* a charged failure of this attempt */
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep);
 void job_chunk_cancel(job_t *j, chunk_t *c);
 void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep);

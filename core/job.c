@@ -1,21 +1,98 @@
-/* job — one drawer's way through the policy, the LLM and the write (see engine.h for the failure
- * policy). The engine owns the list of jobs and calls in here; everything below runs on the loop. */
+/* job — one drawer's way through the policy, the LLM and the write. The engine owns the list of
+ * jobs and asks each what it needs next (job_next_action); everything here runs on the loop thread
+ * (hooks run on hook threads and call back here, on the loop, through hooks.c).
+ *
+ *                 claim
+ *                   |
+ *                   v          split hook fails / charged
+ *   +--------> WAIT_SPLIT ----------------------------------+
+ *   |               | job_split                             |
+ *   |               v                                       v
+ *   |          SPLITTING --(0 chunks / blank)--+        FAILING --(recorded)--> RETRY_WAIT
+ *   |               | chunks                   |            |  (parked, claim lost)  |  |
+ *   | context       v                          |            v                        |  | due, not split
+ *   +--------- CHUNKS: request hook, HTTP,     |          DONE <---------------------+  +--> WAIT_SPLIT
+ *   | (resplit)  answer, parse hook per chunk  |            ^                        |
+ *   |               | all chunks answered      |            |                        | due, split
+ *   |               v                          v            |                        +--> CHUNKS
+ *   |            WRITING <---------------------+            |
+ *   |            |  |  \--(written / claim lost)------------+
+ *   |  transient |  | write failed (facts redone)
+ *   |            v  +-------------------------------------> WAIT_SPLIT, charged
+ *   |       WRITE_WAIT --(due)--> WRITING
+ *   +-- (a charged failure moves CHUNKS / SPLITTING to FAILING; with --dry-run straight to RETRY_WAIT)
+ *
+ * The moves allowed are a table in jobstate.c; job_set_state() is the one place a job changes state
+ * and keeps the per-state counts. Which failure is charged, waited out or split is the table in
+ * outcome.c. */
 #include "engine_int.h"
 #include "graph.h"
 #include "log.h"
 #include "metrics.h"
+#include "outcome.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The one place a job changes state (and the per-state counts stay true). */
-void job_set_state(job_t *j, int st)
+void job_set_state(job_t *j, job_state_t st)
 {
+    if (!job_transition_ok(j->state, st) && j->state != st)
+        log_err("drawer=%s job state %s -> %s is not in the table (a bug); moving anyway", j->row.drawer_id,
+                job_state_name(j->state), job_state_name(st));
     j->e->jobs_in[j->state]--;
     j->state = st;
     j->e->jobs_in[st]++;
 }
+
+/* Due retries move on; then the job says what it needs. */
+job_action_t job_next_action(job_t *j, uint64_t now)
+{
+    if ((j->state == JOB_RETRY_WAIT || j->state == JOB_WRITE_WAIT) && j->not_before > now) return JOB_ACT_NONE;
+    switch (j->state) {
+    case JOB_RETRY_WAIT:
+        job_set_state(j, j->split_done ? JOB_CHUNKS : JOB_WAIT_SPLIT);
+        return job_next_action(j, now);
+    case JOB_WAIT_SPLIT: return JOB_ACT_SPLIT;
+    case JOB_WRITE_WAIT: return JOB_ACT_WRITE;
+    case JOB_CHUNKS:
+        if (j->ndone == j->nchunks) return JOB_ACT_WRITE;
+        for (size_t i = 0; i < j->nchunks; i++)
+            if (j->chunks[i].state == CH_PENDING) return JOB_ACT_SEND;
+        return JOB_ACT_NONE;
+    case JOB_DONE: return JOB_ACT_FREE;
+    default: return JOB_ACT_NONE;
+    }
+}
+
+/* Units of work that could use a slot now: a split to run, or chunks waiting to be sent. */
+size_t job_ready_units(const job_t *j)
+{
+    if (j->state == JOB_WAIT_SPLIT) return 1;
+    if (j->state != JOB_CHUNKS) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < j->nchunks; i++) n += j->chunks[i].state == CH_PENDING;
+    return n;
+}
+
+/* The next chunk to send (CHUNKS, not waiting), or NULL. */
+chunk_t *job_next_chunk(job_t *j)
+{
+    if (j->state != JOB_CHUNKS) return NULL;
+    for (size_t i = 0; i < j->nchunks; i++)
+        if (j->chunks[i].state == CH_PENDING) return &j->chunks[i];
+    return NULL;
+}
+
+/* When a waiting job wants the pump again (loop time, ms), or 0. */
+uint64_t job_wake_at(const job_t *j)
+{
+    return j->state == JOB_RETRY_WAIT || j->state == JOB_WRITE_WAIT ? j->not_before : 0;
+}
+
+/* Waiting for the database to answer about this job (a stop lets that finish). */
+int job_db_busy(const job_t *j) { return j->state == JOB_WRITING || j->state == JOB_FAILING; }
 
 /* ------------------------------------------------------------------ jobs */
 
@@ -65,6 +142,13 @@ static void job_reset_chunks(job_t *j)
     j->n_triples = 0;
 }
 
+/* Stopping: cancel what is in flight for it (not a write or a failure being recorded). */
+void job_cancel(job_t *j)
+{
+    if (job_db_busy(j)) return;
+    for (size_t i = 0; i < j->nchunks; i++) job_chunk_cancel(j, &j->chunks[i]);
+}
+
 void job_free(job_t *j)
 {
     kgx_engine_t *e = j->e;
@@ -93,13 +177,20 @@ job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     j->row = *row;
     memset(row, 0, sizeof *row);
     j->attempts = j->row.attempts;
-    j->state = JOB_ACTIVE;
-    e->jobs_in[JOB_ACTIVE]++;
+    j->state = JOB_WAIT_SPLIT;
+    e->jobs_in[JOB_WAIT_SPLIT]++;
     j->prev = e->jobs.prev;
     j->next = &e->jobs;
     e->jobs.prev->next = j;
     e->jobs.prev = j;
     e->njobs++;
+    if (j->row.missing) {
+        log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
+        kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
+        kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+        job_free(j);
+        return NULL;
+    }
     return j;
 }
 
@@ -132,11 +223,10 @@ static void split_cb(kgx_hook_outcome_t *o, void *ud)
     job_t *j = ud;
     kgx_engine_t *e = j->e;
     j->split_call = NULL;
-    job_set_state(j, JOB_ACTIVE);
     if (o->rc) {
         char msg[1100];
         snprintf(msg, sizeof msg, "policy: %s", o->err);
-        job_charge(j, KGX_M_ERR_POLICY, msg);   /* split again when the retry is due */
+        job_charge(j, KGX_OUT_POLICY, msg);     /* split again when the retry is due */
         kgx_engine_pump(e);
         return;
     }
@@ -154,6 +244,7 @@ static void split_cb(kgx_hook_outcome_t *o, void *ud)
         j->chunks[i].job = j;
     }
     if (n == 0) job_write(j);
+    else job_set_state(j, JOB_CHUNKS);
     kgx_engine_pump(e);
 }
 
@@ -173,10 +264,7 @@ void job_split(job_t *j)
     char lc[240];
     job_set_state(j, JOB_SPLITTING);
     j->split_call = kgx_hooks_split(e->hooks, j->src, &d, &ctx, job_context(j, lc, sizeof lc), split_cb, j);
-    if (!j->split_call) {
-        job_set_state(j, JOB_ACTIVE);
-        job_charge(j, KGX_M_ERR_POLICY, "policy: out of memory");
-    }
+    if (!j->split_call) job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
 }
 
 /* ------------------------------------------------------------------ failures */
@@ -196,21 +284,21 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
     if (err) {
         /* the database is away: keep the claim, try again shortly */
         log_warn("drawer=%s recording a failure failed: %s", j->row.drawer_id, err);
-        job_set_state(j, JOB_ACTIVE);
         j->not_before = kgx_engine_now(e) + 1000;
+        job_set_state(j, JOB_RETRY_WAIT);
     } else if (stale) {
         log_warn("drawer=%s claim lost (lease expired or re-queued); dropping this copy", j->row.drawer_id);
         kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     } else if (parked) {
         log_err("drawer=%s parked after %d attempts", j->row.drawer_id, attempts);
         kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
         e->parked_here++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     } else {
         j->attempts = attempts;
-        job_set_state(j, JOB_ACTIVE);
         j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, attempts);
+        job_set_state(j, JOB_RETRY_WAIT);
         kgx_metrics.retries++;
         e->retries_here++;
     }
@@ -218,12 +306,13 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
 }
 
 /* A charged failure of this attempt: one charge per round, however many chunks fail with it. */
-void job_charge(job_t *j, int kind, const char *msg)
+void job_charge(job_t *j, kgx_outcome_t oc, const char *msg)
 {
     kgx_engine_t *e = j->e;
-    kgx_metrics.errors[kind]++;
-    if (j->state == JOB_FAILING || j->not_before > kgx_engine_now(e)) return;
-    job_log(j, KGX_LOG_WARN, "error=%s %s", kgx_metric_error_name(kind), msg);
+    int kind = kgx_outcome_rule(oc)->metric;
+    if (kind >= 0) kgx_metrics.errors[kind]++;
+    if (j->state == JOB_FAILING || j->state == JOB_RETRY_WAIT || j->state == JOB_DONE) return;
+    job_log(j, KGX_LOG_WARN, "error=%s %s", kind >= 0 ? kgx_metric_error_name(kind) : kgx_outcome_rule(oc)->name, msg);
     if (!e->db) {                 /* --dry-run: count attempts locally */
         j->attempts++;
         if (j->attempts >= e->cfg->max_attempts) {
@@ -243,16 +332,17 @@ void job_charge(job_t *j, int kind, const char *msg)
             fflush(stdout);
             e->dry_failed++;
             job_reset_chunks(j);
-            job_set_state(j, JOB_DEAD);
+            job_set_state(j, JOB_DONE);
         } else {
             j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, j->attempts);
+            job_set_state(j, JOB_RETRY_WAIT);
         }
         return;
     }
     job_set_state(j, JOB_FAILING);
     if (kgx_queue_fail(e->db, j->row.drawer_id, j->row.token, msg, e->cfg->max_attempts, fail_cb, j)) {
-        job_set_state(j, JOB_ACTIVE);
         j->not_before = kgx_engine_now(e) + 1000;
+        job_set_state(j, JOB_RETRY_WAIT);
     }
 }
 
@@ -329,11 +419,12 @@ static void job_resplit(job_t *j, int learned)
     job_reset_chunks(j);
     j->shrink++;
     kgx_metrics.errors[KGX_M_ERR_CONTEXT]++;
+    if (j->state == JOB_CHUNKS) job_set_state(j, JOB_WAIT_SPLIT);
     if (learned > 0) kgx_hooks_set_n_ctx(e->hooks, kgx_endpoints_n_ctx(&e->eps));
     job_log(j, KGX_LOG_INFO, "context exceeded (n_ctx=%d): splitting smaller, shrink=%d", learned, j->shrink);
     if (j->shrink > MAX_SHRINK) {
         j->shrink = 0;
-        job_charge(j, KGX_M_ERR_CONTEXT, "context exceeded even after splitting smaller");
+        job_charge(j, KGX_OUT_CONTEXT, "context exceeded even after splitting smaller");
     }
 }
 
@@ -347,7 +438,7 @@ void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep)
             char *msg = c->suspect;
             c->suspect = NULL;
             c->state = CH_PENDING;
-            if (ep->state == KGX_EP_UP) job_charge(j, KGX_M_ERR_RESET, msg ? msg : "request failed");
+            if (ep->state == KGX_EP_UP) job_charge(j, KGX_OUT_RESET, msg ? msg : "request failed");
             free(msg);
         }
     }
@@ -364,10 +455,10 @@ static void answer_cb(kgx_hook_outcome_t *o, void *ud)
         c->state = CH_PENDING;
         if (o->abandoned) {
             snprintf(msg, sizeof msg, "policy: %s", o->err);
-            job_charge(j, KGX_M_ERR_POLICY, msg);
+            job_charge(j, KGX_OUT_POLICY, msg);
         } else {
             snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", c->ep ? c->ep->base : "?", o->err);
-            job_charge(j, KGX_M_ERR_PARSE, msg);
+            job_charge(j, KGX_OUT_UNPARSEABLE, msg);
         }
         kgx_engine_pump(e);
         return;
@@ -377,7 +468,7 @@ static void answer_cb(kgx_hook_outcome_t *o, void *ud)
     add_answer(j, c->idx, o->body, o->body_len, c->ms, c->pt, c->ct);
     c->state = CH_DONE;
     j->ndone++;
-    if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
+    if (j->ndone == j->nchunks && j->state == JOB_CHUNKS) job_write(j);
     kgx_engine_pump(e);
 }
 
@@ -390,51 +481,49 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     c->req = NULL;
     chunk_release(j, c);
     kgx_metrics_observe_latency(r->total_ms / 1000.0);
+    int context = r->err == KGX_HTTP_OK && is_context_error(r);
+    kgx_outcome_t oc = kgx_outcome_of_http(r->err, r->status, context);
+    const kgx_outcome_rule_t *rule = kgx_outcome_rule(oc);
     char msg[600];
-
-    if (r->err == KGX_HTTP_ECONNECT || (r->err == KGX_HTTP_OK && r->status == 503)) {
-        /* endpoint down or still loading: not the drawer's fault */
-        kgx_metrics.errors[r->err == KGX_HTTP_ECONNECT ? KGX_M_ERR_CONNECT : KGX_M_ERR_HTTP_5XX]++;
-        snprintf(msg, sizeof msg, "%s", r->err == KGX_HTTP_ECONNECT ? r->errmsg : "503 loading");
+    switch (oc) {
+    case KGX_OUT_CONNECT: snprintf(msg, sizeof msg, "%s", r->errmsg); break;
+    case KGX_OUT_LOADING: snprintf(msg, sizeof msg, "503 loading"); break;
+    case KGX_OUT_RESET: case KGX_OUT_TIMEOUT:
+        snprintf(msg, sizeof msg, "llm %s from %s: %s", oc == KGX_OUT_TIMEOUT ? "timeout" : "reset", ep->base, r->errmsg);
+        break;
+    case KGX_OUT_TOO_BIG: case KGX_OUT_TRANSPORT:
+        snprintf(msg, sizeof msg, "llm request to %s failed: %s", ep->base, r->errmsg);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "llm http %ld from %s: %.300s", r->status, ep->base, r->body ? r->body : "");
+    }
+    switch (rule->action) {
+    case KGX_DO_ACCEPT:
+        break;
+    case KGX_DO_WAIT_ENDPOINT:          /* not the drawer's fault */
+        if (rule->metric >= 0) kgx_metrics.errors[rule->metric]++;
         c->state = CH_PENDING;
         kgx_endpoint_down(ep, msg);
         kgx_engine_pump(e);
         return;
-    }
-    if (r->err == KGX_HTTP_ERESET || r->err == KGX_HTTP_ETIMEOUT) {
-        snprintf(msg, sizeof msg, "llm %s from %s: %s", r->err == KGX_HTTP_ETIMEOUT ? "timeout" : "reset",
-                 ep->base, r->errmsg);
-        if (r->err == KGX_HTTP_ETIMEOUT) {
-            c->state = CH_PENDING;
-            job_charge(j, KGX_M_ERR_TIMEOUT, msg);
-            kgx_endpoint_check(ep);
-        } else {
-            c->state = CH_SUSPECT;
-            c->suspect = strdup(msg);
-            kgx_endpoint_check(ep);
-            if (!ep->probe) job_resolve_suspects(e, ep);
-        }
+    case KGX_DO_ASK_HEALTH:             /* /health decides: job_resolve_suspects */
+        c->state = CH_SUSPECT;
+        c->suspect = strdup(msg);
+        kgx_endpoint_check(ep);
+        if (!ep->probe) job_resolve_suspects(e, ep);
         kgx_engine_pump(e);
         return;
-    }
-    if (r->err != KGX_HTTP_OK) {
-        snprintf(msg, sizeof msg, "llm request to %s failed: %s", ep->base, r->errmsg);
-        c->state = CH_PENDING;
-        job_charge(j, r->err == KGX_HTTP_ETOOBIG ? KGX_M_ERR_TOO_BIG : KGX_M_ERR_RESET, msg);
-        kgx_engine_pump(e);
-        return;
-    }
-    if (is_context_error(r)) {
+    case KGX_DO_RESPLIT: {
         int n = kgx_error_n_ctx(r->body);
         if (n > 0) kgx_endpoint_learn_n_ctx(ep, n);
         job_resplit(j, n);
         kgx_engine_pump(e);
         return;
     }
-    if (r->status != 200) {
-        snprintf(msg, sizeof msg, "llm http %ld from %s: %.300s", r->status, ep->base, r->body ? r->body : "");
+    case KGX_DO_CHARGE: case KGX_DO_CHARGE_CHECK: case KGX_DO_RETRY_SAME:
         c->state = CH_PENDING;
-        job_charge(j, r->status >= 500 ? KGX_M_ERR_HTTP_5XX : KGX_M_ERR_HTTP_4XX, msg);
+        if (rule->action != KGX_DO_RETRY_SAME) job_charge(j, oc, msg);
+        if (rule->action == KGX_DO_CHARGE_CHECK) kgx_endpoint_check(ep);
         kgx_engine_pump(e);
         return;
     }
@@ -451,7 +540,7 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
                                job_context(j, lc, sizeof lc), answer_cb, c);
     if (!c->call) {
         c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_POLICY, "policy: out of memory");
+        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
     }
     kgx_engine_pump(e);
 }
@@ -468,7 +557,7 @@ static void request_cb(kgx_hook_outcome_t *o, void *ud)
         snprintf(msg, sizeof msg, "policy: %s", o->err);
         chunk_release(j, c);
         c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_POLICY, msg);
+        job_charge(j, KGX_OUT_POLICY, msg);
         kgx_engine_pump(e);
         return;
     }
@@ -480,7 +569,7 @@ static void request_cb(kgx_hook_outcome_t *o, void *ud)
     if (!c->req) {
         chunk_release(j, c);
         c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_CONNECT, "could not start the HTTP request");
+        job_charge(j, KGX_OUT_TRANSPORT, "could not start the HTTP request");
     } else {
         c->state = CH_INFLIGHT;
         ep->requests++;
@@ -505,7 +594,7 @@ void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
     if (!c->call) {
         chunk_release(j, c);
         c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_POLICY, "policy: out of memory");
+        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
     }
 }
 /* ------------------------------------------------------------------ writing */
@@ -544,32 +633,33 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
     job_t *j = ud;
     kgx_engine_t *e = j->e;
     if (err) {
-        if (kgx_graph_is_transient(sqlstate, err) && ++j->write_retries <= MAX_WRITE_RETRIES) {
+        kgx_outcome_t oc = kgx_graph_is_transient(sqlstate, err) ? KGX_OUT_DB_TRANSIENT : KGX_OUT_DB;
+        long delay = kgx_outcome_rule(oc)->action == KGX_DO_RETRY_SAME ? kgx_db_retry_ms(++j->write_retries) : -1;
+        if (delay >= 0) {
             log_debug("drawer=%s write retry %d: %s", j->row.drawer_id, j->write_retries, err);
             kgx_metrics.errors[KGX_M_ERR_DB]++;
-            double d = 20.0 * (1 << (j->write_retries < 7 ? j->write_retries : 7));
+            j->not_before = kgx_engine_now(e) + (uint64_t)delay;
             job_set_state(j, JOB_WRITE_WAIT);
-            j->not_before = kgx_engine_now(e) + (uint64_t)(d * (0.5 + (double)rand() / RAND_MAX));
         } else {
             char msg[800];
             snprintf(msg, sizeof msg, "db write failed%s%s: %s", sqlstate ? " " : "", sqlstate ? sqlstate : "", err);
             /* the facts are redone from scratch on the next attempt */
             job_reset_chunks(j);
             j->write_retries = 0;
-            job_set_state(j, JOB_ACTIVE);
-            job_charge(j, KGX_M_ERR_DB, msg);
+            job_set_state(j, JOB_WAIT_SPLIT);
+            job_charge(j, KGX_OUT_DB, msg);
         }
     } else if (n < 0) {
         log_warn("drawer=%s claim lost before the write (lease expired or re-queued); nothing written",
                  j->row.drawer_id);
         kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     } else {
         log_debug("drawer=%s completed triples=%d chunks=%zu", j->row.drawer_id, n, j->nchunks);
         kgx_metrics.drawers[j->nchunks ? KGX_M_DRAWER_COMPLETED : KGX_M_DRAWER_EMPTY]++;
         kgx_metrics.triples_written += (unsigned long long)n;
         e->done_here++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     }
     kgx_engine_pump(e);
 }
@@ -582,7 +672,7 @@ void job_write(job_t *j)
         print_dry_report(j);
         e->done_here++;
         job_reset_chunks(j);
-        job_set_state(j, JOB_DEAD);
+        job_set_state(j, JOB_DONE);
         return;
     }
     const char *triples = "[]";
@@ -601,8 +691,8 @@ void job_write(job_t *j)
     if (j->triples.len && j->triples.p[j->triples.len - 1] == ']') j->triples.p[--j->triples.len] = 0;
     if (j->answers.len && j->answers.p[j->answers.len - 1] == ']') j->answers.p[--j->answers.len] = 0;
     if (rc) {
-        job_set_state(j, JOB_WRITE_WAIT);
         j->not_before = kgx_engine_now(e) + 500;
+        job_set_state(j, JOB_WRITE_WAIT);
     }
 }
 
