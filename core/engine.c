@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "progress.h"
+#include "sink.h"
 #include "status.h"
 
 #include <errno.h>
@@ -31,54 +32,10 @@ static uint64_t now_ms(kgx_engine_t *e)
 
 uint64_t kgx_engine_now(kgx_engine_t *e) { return now_ms(e); }
 void kgx_engine_pump(kgx_engine_t *e) { pump(e); }
+void kgx_engine_finish(kgx_engine_t *e, int code) { finish(e, code); }
+int kgx_engine_stopping(const kgx_engine_t *e) { return stopping(e); }
 
 /* ------------------------------------------------------------------ claiming */
-
-static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    e->claiming = 0;
-    e->claims++;
-    if (err) {
-        log_warn("claim failed: %s", err);
-        e->idle = 1;               /* the poll timer tries again */
-    }
-    for (int i = 0; i < n; i++) {
-        if (stopping(e)) break;
-        job_new(e, &rows[i]);      /* a row whose drawer is gone is parked there */
-    }
-    if (stopping(e)) {
-        /* claimed while stopping: give them back at once */
-        for (int i = 0; i < n; i++)
-            if (rows[i].drawer_id) kgx_queue_unclaim(e->db, rows[i].drawer_id, rows[i].token, NULL, NULL);
-    }
-    kgx_claim_rows_free(rows, n);
-    if (!err && n == 0) e->idle = 1;
-    pump(e);
-}
-
-static int dry_claim(kgx_engine_t *e, int want)
-{
-    int got = 0;
-    while (got < want && !e->dry_eof) {
-        kgx_claim_row_t row = { 0 };
-        char err[256];
-        int rc = kgx_jsonl_next(e->dry_in, ++e->dry_seq, &row.drawer_id, &row.wing, &row.room,
-                                &row.document, &row.document_len, err, sizeof err);
-        if (rc == 0) {
-            e->dry_eof = 1;
-            break;
-        }
-        if (rc < 0) {
-            fprintf(stderr, "error: --dry-run input line %ld: %s\n", e->dry_seq, err);
-            e->dry_failed++;
-            continue;
-        }
-        job_new(e, &row);
-        got++;
-    }
-    return got;
-}
 
 static size_t ready_units(kgx_engine_t *e)
 {
@@ -99,14 +56,10 @@ static void maybe_claim(kgx_engine_t *e)
     int room = c->workers + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
-    if (!e->db) {
-        if (e->dry_eof) return;
-        if (dry_claim(e, want) > 0) e->repump = 1;   /* read synchronously: dispatch them now */
-        e->claims++;
-        return;
-    }
-    e->claiming = 1;
-    if (kgx_queue_claim(e->db, e->worker, c->lease_seconds, want, claim_cb, e)) e->claiming = 0;
+    int code;
+    if (e->sink->exhausted(e, &code)) return;
+    if (e->sink->claim(e, want)) e->repump = 1;   /* added synchronously: dispatch them now */
+    if (!e->sink->durable) e->claims++;
 }
 
 /* ------------------------------------------------------------------ the pump */
@@ -222,9 +175,11 @@ static void maybe_finish(kgx_engine_t *e)
     case KGX_MODE_ONCE:
         if (e->claims > 0) finish(e, 0);
         break;
-    case KGX_MODE_DRY_RUN:
-        if (e->dry_eof) finish(e, e->dry_failed ? 1 : 0);
+    case KGX_MODE_DRY_RUN: {
+        int code;
+        if (e->sink->exhausted(e, &code)) finish(e, code);
         break;
+    }
     case KGX_MODE_BACKFILL:
         if (e->idle && !e->counts_busy) {
             e->counts_busy = 1;
@@ -241,14 +196,6 @@ static void maybe_finish(kgx_engine_t *e)
 static void poll_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    e->idle = 0;
-    pump(e);
-}
-
-static void notify_cb(const char *channel, const char *payload, void *ud)
-{
-    kgx_engine_t *e = ud;
-    if (e->idle) log_debug("woken by %s", channel ? "NOTIFY" : "LISTEN reconnect");
     e->idle = 0;
     pump(e);
 }
@@ -273,7 +220,7 @@ static void progress_counts_cb(const kgx_queue_counts_t *c, const char *err, voi
 static void progress_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
+    if (e->sink->durable && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
 }
 
 /* The counters the status endpoint serves, refreshed every 5 s; on a terminal during a backfill (never
@@ -296,13 +243,13 @@ static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void
 static void refresh_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
+    if (e->sink->durable && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
 }
 
 static void heartbeat_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
+    if (e->sink->durable && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
 }
 
 static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
@@ -316,20 +263,12 @@ static void endpoints_changed(kgx_endpoint_t *ep, void *ud)
         int n = kgx_endpoints_n_ctx(&e->eps);
         if (n > 0) kgx_hooks_set_n_ctx(e->hooks, n);
     }
-    if (!e->db && ep->state == KGX_EP_DOWN && kgx_endpoints_up(&e->eps) == 0) {
+    if (!e->sink->durable && ep->state == KGX_EP_DOWN && kgx_endpoints_up(&e->eps) == 0) {
         fprintf(stderr, "error: cannot reach the LLM at %s: %s\n", ep->base, ep->last_error);
         finish(e, 1);
         return;
     }
     pump(e);
-}
-
-static void release_cb(long long n, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    if (err) log_err("giving back claimed rows failed: %s (their lease will expire)", err);
-    else log_info("gave back %lld claimed row%s", n, n == 1 ? "" : "s");
-    finish(e, 0);
 }
 
 static void maybe_stop(kgx_engine_t *e)
@@ -340,10 +279,9 @@ static void maybe_stop(kgx_engine_t *e)
     /* drop what is left in memory and give its rows back */
     while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
     if (finished(e)) return;
-    if (!e->db) { finish(e, 0); return; }
     if (e->phase == ENGINE_STOPPING) {
         e->phase = ENGINE_RELEASING;
-        if (kgx_queue_release_all(e->db, e->worker, release_cb, e)) finish(e, 0);
+        if (!e->sink->release(e)) finish(e, 0);   /* else its callback finishes */
     }
 }
 
@@ -435,7 +373,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 static void drain_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
+    if (kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
     uv_timer_stop(t);
     uv_stop(&e->loop);
 }
@@ -450,7 +388,7 @@ static void finish(kgx_engine_t *e, int code)
     uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
     for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
-    if (e->db && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
+    if (e->sink->durable && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
     uv_timer_start(&e->stop_deadline, drain_cb, 0, 20);
 }
 
@@ -480,7 +418,7 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 static void publish_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (!e->db || stopping(e) || !kgx_db_is_up(e->db)) return;
+    if (!e->sink->durable || stopping(e) || !kgx_db_is_up(e->db)) return;
     kgx_process_view_t v;
     engine_view(e, &v);
     kgx_buf_t b = { 0 };
@@ -529,15 +467,6 @@ static void hooks_cap_cb(void *ud)
     begin_stop(e, "stuck policy hooks");
 }
 
-static void db_state_cb(int up, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    if (up) {                     /* db.c logs the state changes itself */
-        e->idle = 0;
-        pump(e);
-    }
-}
-
 kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *err, size_t errlen, int *exit_code)
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
@@ -580,28 +509,11 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     e->http = kgx_http_new(&e->loop);
     kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->workers,
                        cfg->slots, cfg->n_ctx, endpoints_changed, e);
-    if (cfg->mode == KGX_MODE_DRY_RUN) {
-        if (!strcmp(cfg->dry_run_input, "-")) e->dry_in = stdin;
-        else if (!(e->dry_in = fopen(cfg->dry_run_input, "r"))) {
-            snprintf(err, errlen, "error: --dry-run: cannot open %s: %s", cfg->dry_run_input, strerror(errno));
-            *exit_code = 2;
-            kgx_engine_free(e);
-            return NULL;
-        }
-    } else {
-        kgx_db_opts_t dbo = { 0 };
-        dbo.dsn = cfg->dsn;
-        dbo.pool_size = 3;
-        dbo.setup_sql = kgx_graph_session_sql;
-        dbo.on_state = db_state_cb;
-        dbo.state_ud = e;
-        e->db = kgx_db_new(&e->loop, &dbo);
-        if (!e->db) {
-            snprintf(err, errlen, "error: cannot start the database pool");
-            kgx_engine_free(e);
-            return NULL;
-        }
-        if (cfg->mode == KGX_MODE_DAEMON) kgx_db_listen(e->db, "kgx_queue", notify_cb, e);
+    e->sink = cfg->mode == KGX_MODE_DRY_RUN ? &kgx_sink_dry : &kgx_sink_db;
+    if (e->sink->open(e, err, errlen)) {
+        *exit_code = cfg->mode == KGX_MODE_DRY_RUN ? 2 : 1;
+        kgx_engine_free(e);
+        return NULL;
     }
     if (cfg->http_listen) {
         char herr[256];
@@ -641,7 +553,7 @@ int kgx_engine_run(kgx_engine_t *e)
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
     kgx_endpoints_start(&e->eps);
-    if (e->db) {
+    if (e->sink->durable) {
         uv_timer_start(&e->progress, progress_cb, (uint64_t)(c->progress_interval * 1000),
                        (uint64_t)(c->progress_interval * 1000));
         uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
@@ -687,7 +599,7 @@ void kgx_engine_free(kgx_engine_t *e)
     while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
     kgx_endpoints_close(&e->eps);
     kgx_http_free(e->http);
-    kgx_db_free(e->db);
+    if (e->sink) e->sink->close(e);
     kgx_httpd_free(e->httpd);
     kgx_hooks_free(e->hooks);     /* never waits for a stuck hook */
     uv_run(&e->loop, UV_RUN_NOWAIT);
@@ -695,6 +607,5 @@ void kgx_engine_free(kgx_engine_t *e)
     uv_run(&e->loop, UV_RUN_DEFAULT);
     uv_loop_close(&e->loop);
     kgx_endpoints_free(&e->eps);
-    if (e->dry_in && e->dry_in != stdin) fclose(e->dry_in);
     free(e);
 }

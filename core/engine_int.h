@@ -30,6 +30,7 @@ typedef enum { ENGINE_RUNNING, ENGINE_STOPPING, ENGINE_RELEASING, ENGINE_FINISHE
 typedef enum { CH_PENDING, CH_REQUEST, CH_INFLIGHT, CH_PARSE, CH_SUSPECT, CH_DONE } chunk_state_t;
 
 typedef struct job job_t;
+typedef struct kgx_sink kgx_sink_t;
 
 typedef struct {
     int state;
@@ -66,7 +67,8 @@ struct kgx_engine {
     kgx_config_t *cfg;
     uv_loop_t loop;
     kgx_http_t *http;
-    kgx_db_t *db;
+    const kgx_sink_t *sink;     /* where drawers come from and results go (sink.h) */
+    kgx_db_t *db;               /* the database sink's pool; NULL with --dry-run */
     kgx_hooks_t *hooks;
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
@@ -88,7 +90,7 @@ struct kgx_engine {
     long long prev_completed;
     uint64_t prev_t, start_t;
     int tty, bar;                /* bar: live progress bar (a terminal, a backfill) */
-    /* --dry-run */
+    /* --dry-run (sink_dry.c) */
     FILE *dry_in;
     int dry_eof, dry_failed;
     long dry_seq;
@@ -98,10 +100,12 @@ struct kgx_engine {
 
 /* engine.c */
 void kgx_engine_pump(kgx_engine_t *e);                 /* dispatch, claim, finish: after any event */
+void kgx_engine_finish(kgx_engine_t *e, int code);     /* end the run (the loop drains, then stops) */
+int kgx_engine_stopping(const kgx_engine_t *e);        /* no new work: stopping or finished */
 uint64_t kgx_engine_now(kgx_engine_t *e);              /* fresh loop time, ms */
 
 /* job.c — one drawer. Ownership: the engine's list holds every job; job_free unlinks and frees. */
-job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row);  /* takes row's strings; NULL: parked (drawer gone) */
+job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row);  /* takes row's strings */
 void job_free(job_t *j);
 void job_set_state(job_t *j, job_state_t st);          /* the one place a job changes state */
 job_action_t job_next_action(job_t *j, uint64_t now);  /* what the engine should do for it now */
@@ -111,7 +115,11 @@ uint64_t job_wake_at(const job_t *j);                  /* loop time a waiting jo
 int job_db_busy(const job_t *j);                       /* the database is answering about it */
 void job_cancel(job_t *j);                             /* stopping: cancel its hooks and requests */
 void job_split(job_t *j);                              /* split (or charge a policy error) */
-void job_write(job_t *j);                              /* all chunks answered: write (or print) */
+void job_write(job_t *j);                              /* all chunks answered: hand the facts to the sink */
+void job_write_json(const job_t *j, kgx_buf_t *triples, kgx_buf_t *answers);   /* the write payload */
+void job_write_again(job_t *j, uint64_t ms);           /* write retry after ms */
+void job_written(job_t *j, int n, const char *err, const char *sqlstate);      /* the sink's answer */
+void job_failed(job_t *j, int attempts, int parked, int stale, const char *err); /* failure recorded */
 void job_charge(job_t *j, kgx_outcome_t oc, const char *msg);  /* a charged failure of this attempt */
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep);
 void job_chunk_cancel(job_t *j, chunk_t *c);

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "outcome.h"
+#include "sink.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -184,13 +185,6 @@ job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     e->jobs.prev->next = j;
     e->jobs.prev = j;
     e->njobs++;
-    if (j->row.missing) {
-        log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
-        kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
-        kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
-        job_free(j);
-        return NULL;
-    }
     return j;
 }
 
@@ -277,9 +271,9 @@ static double backoff_ms(kgx_engine_t *e, int attempts)
     return d * (0.5 + (double)rand() / RAND_MAX);   /* jitter: 0.5x .. 1.5x */
 }
 
-static void fail_cb(int attempts, int parked, int stale, const char *err, void *ud)
+/* The sink recorded (or could not record) a charged failure. */
+void job_failed(job_t *j, int attempts, int parked, int stale, const char *err)
 {
-    job_t *j = ud;
     kgx_engine_t *e = j->e;
     if (err) {
         /* the database is away: keep the claim, try again shortly */
@@ -313,37 +307,8 @@ void job_charge(job_t *j, kgx_outcome_t oc, const char *msg)
     if (kind >= 0) kgx_metrics.errors[kind]++;
     if (j->state == JOB_FAILING || j->state == JOB_RETRY_WAIT || j->state == JOB_DONE) return;
     job_log(j, KGX_LOG_WARN, "error=%s %s", kind >= 0 ? kgx_metric_error_name(kind) : kgx_outcome_rule(oc)->name, msg);
-    if (!e->db) {                 /* --dry-run: count attempts locally */
-        j->attempts++;
-        if (j->attempts >= e->cfg->max_attempts) {
-            kgx_buf_printf(&j->report, "  FAILED after %d attempts: %s\n", j->attempts, msg);
-            if (e->cfg->json) {
-                kgx_buf_t b = { 0 };
-                kgx_buf_adds(&b, "{\"id\":");
-                kgx_buf_json_str(&b, j->row.drawer_id);
-                kgx_buf_adds(&b, ",\"error\":");
-                kgx_buf_json_str(&b, msg);
-                kgx_buf_adds(&b, "}\n");
-                fwrite(b.p, 1, b.len, stdout);
-                kgx_buf_free(&b);
-            } else {
-                printf("drawer %s: FAILED after %d attempts: %s\n", j->row.drawer_id, j->attempts, msg);
-            }
-            fflush(stdout);
-            e->dry_failed++;
-            job_reset_chunks(j);
-            job_set_state(j, JOB_DONE);
-        } else {
-            j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, j->attempts);
-            job_set_state(j, JOB_RETRY_WAIT);
-        }
-        return;
-    }
     job_set_state(j, JOB_FAILING);
-    if (kgx_queue_fail(e->db, j->row.drawer_id, j->row.token, msg, e->cfg->max_attempts, fail_cb, j)) {
-        j->not_before = kgx_engine_now(e) + 1000;
-        job_set_state(j, JOB_RETRY_WAIT);
-    }
+    e->sink->fail(j, msg);
 }
 
 /* ------------------------------------------------------------------ answers */
@@ -351,7 +316,7 @@ void job_charge(job_t *j, kgx_outcome_t oc, const char *msg)
 static void add_answer(job_t *j, size_t idx, const char *body, size_t len, double ms, long pt, long ct)
 {
     kgx_engine_t *e = j->e;
-    if (!e->cfg->keep_answers || !e->db) return;
+    if (!e->cfg->keep_answers || !e->sink->keeps_answers) return;
     kgx_buf_adds(&j->answers, j->answers.len ? "," : "[");
     kgx_buf_printf(&j->answers, "{\"chunk\":%zu,\"body\":", idx);
     kgx_buf_json_strn(&j->answers, body, len);
@@ -375,34 +340,10 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
         kgx_graph_triple_json(&j->triples, t, (long)idx);
         j->n_triples++;
         j->kept++;
-        if (!e->db) {
-            if (e->cfg->json) continue;
-            kgx_buf_printf(&j->report, "  keep  %s | %s | %s  (%.2f%s%s)\n", t->subject, t->predicate,
-                           t->object, t->confidence, t->raw_predicate ? ", raw " : "",
-                           t->raw_predicate ? t->raw_predicate : "");
-        }
     }
-    for (size_t i = 0; i < r->n_drops; i++) {
-        const kgx_drop_t *d = &r->drops[i];
-        j->dropped++;
-        kgx_metrics.triples_dropped++;
-        if (e->db) continue;
-        if (e->cfg->json) {
-            kgx_buf_adds(&j->report, j->report.len ? "," : "");
-            kgx_buf_adds(&j->report, "{\"subject\":");
-            kgx_buf_json_str(&j->report, d->subject);
-            kgx_buf_adds(&j->report, ",\"predicate\":");
-            kgx_buf_json_str(&j->report, d->predicate);
-            kgx_buf_adds(&j->report, ",\"object\":");
-            kgx_buf_json_str(&j->report, d->object);
-            kgx_buf_adds(&j->report, ",\"reason\":");
-            kgx_buf_json_str(&j->report, d->reason);
-            kgx_buf_adds(&j->report, "}");
-        } else {
-            kgx_buf_printf(&j->report, "  drop  %s | %s | %s  -- %s\n", d->subject ? d->subject : "?",
-                           d->predicate ? d->predicate : "?", d->object ? d->object : "?", d->reason);
-        }
-    }
+    j->dropped += (long long)r->n_drops;
+    kgx_metrics.triples_dropped += r->n_drops;
+    if (e->sink->result) e->sink->result(j, idx, r);
 }
 
 static int is_context_error(const kgx_http_resp_t *r)
@@ -599,38 +540,34 @@ void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
 }
 /* ------------------------------------------------------------------ writing */
 
-static void print_dry_report(job_t *j)
+/* The one owner of a drawer's write payload: the triples array (and the answers array) as the
+ * write function reads them, closed — the job's own buffers are never touched. */
+void job_write_json(const job_t *j, kgx_buf_t *triples, kgx_buf_t *answers)
 {
-    kgx_engine_t *e = j->e;
-    if (e->cfg->json) {
-        kgx_buf_t b = { 0 };
-        kgx_buf_adds(&b, "{\"id\":");
-        kgx_buf_json_str(&b, j->row.drawer_id);
-        kgx_buf_adds(&b, ",\"chunks\":[");
-        for (size_t i = 0; i < j->nchunks; i++)
-            kgx_buf_printf(&b, "%s{\"tokens\":%d}", i ? "," : "", j->texts[i].tokens);
-        kgx_buf_adds(&b, "],\"triples\":");
-        kgx_buf_adds(&b, j->triples.len ? j->triples.p : "[");
-        kgx_buf_adds(&b, "],\"dropped\":[");
-        if (j->report.len) kgx_buf_add(&b, j->report.p, j->report.len);
-        kgx_buf_printf(&b, "],\"kept\":%lld,\"would_write\":%d}\n", j->kept, j->n_triples);
-        fwrite(b.p, 1, b.len, stdout);
-        kgx_buf_free(&b);
+    if (j->triples.len) {
+        kgx_buf_add(triples, j->triples.p, j->triples.len);
+        kgx_buf_adds(triples, "]");
     } else {
-        printf("drawer %s: %zu chunk%s (tokens:", j->row.drawer_id, j->nchunks, j->nchunks == 1 ? "" : "s");
-        for (size_t i = 0; i < j->nchunks && i < 32; i++)
-            printf(" %d", j->texts[i].tokens);
-        if (j->nchunks > 32) printf(" …");
-        printf(")\n");
-        if (j->report.len) fwrite(j->report.p, 1, j->report.len, stdout);
-        printf("  would write %d fact%s, dropped %lld\n", j->n_triples, j->n_triples == 1 ? "" : "s", j->dropped);
+        kgx_buf_adds(triples, "[]");
     }
-    fflush(stdout);
+    if (!answers) return;
+    if (j->answers.len) {
+        kgx_buf_add(answers, j->answers.p, j->answers.len);
+        kgx_buf_adds(answers, "]");
+    } else {
+        kgx_buf_adds(answers, "[]");
+    }
 }
 
-static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
+void job_write_again(job_t *j, uint64_t ms)
 {
-    job_t *j = ud;
+    j->not_before = kgx_engine_now(j->e) + ms;
+    job_set_state(j, JOB_WRITE_WAIT);
+}
+
+/* The sink's answer about the write: n facts, -1 the claim was lost, or an error. */
+void job_written(job_t *j, int n, const char *err, const char *sqlstate)
+{
     kgx_engine_t *e = j->e;
     if (err) {
         kgx_outcome_t oc = kgx_graph_is_transient(sqlstate, err) ? KGX_OUT_DB_TRANSIENT : KGX_OUT_DB;
@@ -638,8 +575,7 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
         if (delay >= 0) {
             log_debug("drawer=%s write retry %d: %s", j->row.drawer_id, j->write_retries, err);
             kgx_metrics.errors[KGX_M_ERR_DB]++;
-            j->not_before = kgx_engine_now(e) + (uint64_t)delay;
-            job_set_state(j, JOB_WRITE_WAIT);
+            job_write_again(j, (uint64_t)delay);
         } else {
             char msg[800];
             snprintf(msg, sizeof msg, "db write failed%s%s: %s", sqlstate ? " " : "", sqlstate ? sqlstate : "", err);
@@ -666,33 +602,6 @@ static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
 
 void job_write(job_t *j)
 {
-    kgx_engine_t *e = j->e;
     job_set_state(j, JOB_WRITING);
-    if (!e->db) {
-        print_dry_report(j);
-        e->done_here++;
-        job_reset_chunks(j);
-        job_set_state(j, JOB_DONE);
-        return;
-    }
-    const char *triples = "[]";
-    if (j->triples.len) {
-        kgx_buf_adds(&j->triples, "]");
-        triples = j->triples.p;
-    }
-    const char *answers = NULL;
-    if (e->cfg->keep_answers) {
-        if (j->answers.len) kgx_buf_adds(&j->answers, "]");
-        answers = j->answers.len ? j->answers.p : "[]";
-    }
-    int rc = kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker, j->row.token, triples,
-                             answers, write_cb, j);
-    /* the closing brackets go again: a retry rebuilds them */
-    if (j->triples.len && j->triples.p[j->triples.len - 1] == ']') j->triples.p[--j->triples.len] = 0;
-    if (j->answers.len && j->answers.p[j->answers.len - 1] == ']') j->answers.p[--j->answers.len] = 0;
-    if (rc) {
-        j->not_before = kgx_engine_now(e) + 500;
-        job_set_state(j, JOB_WRITE_WAIT);
-    }
+    j->e->sink->write(j);
 }
-

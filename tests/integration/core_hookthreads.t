@@ -86,6 +86,8 @@ while (1) {
     last if time - $t0 > 150;
 }
 $st //= stop_kgx($k, 'KILL', 5);
+# the run's last moments: a finished backfill answers 503 while it drains, then nothing at all
+pop @health while @health && $health[-1][2] != 200;
 my $took = time - $t0;
 note(sprintf 'backfill: %.1f s, %d /healthz probes', $took, scalar @health);
 my $err = read_file($k->{errfile}) // '';
