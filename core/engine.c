@@ -51,9 +51,9 @@ static void maybe_claim(kgx_engine_t *e)
     if (c->mode == KGX_MODE_ONCE && e->claims > 0) return;
     if (kgx_endpoints_up(&e->eps) == 0) return;          /* outage: keep the queue's attempts */
     int cap = kgx_endpoints_capacity(&e->eps);
-    if (cap > c->workers) cap = c->workers;
+    if (cap > e->max_in_flight) cap = e->max_in_flight;
     if (ready_units(e) >= (size_t)cap) return;
-    int room = c->workers + 2 * c->batch_size - e->njobs;
+    int room = e->max_in_flight + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
     int code;
@@ -106,10 +106,10 @@ static void pump(kgx_engine_t *e)
             }
         }
         /* fill the free slots, oldest drawer first */
-        for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->cfg->workers; j = nx) {
+        for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->max_in_flight; j = nx) {
             nx = j->next;
             chunk_t *c;
-            while (e->in_flight < e->cfg->workers && (c = job_next_chunk(j))) {
+            while (e->in_flight < e->max_in_flight && (c = job_next_chunk(j))) {
                 kgx_endpoint_t *ep = kgx_endpoints_pick(&e->eps);
                 if (!ep) goto full;
                 job_send_chunk(e, j, c, ep);
@@ -249,7 +249,7 @@ static void refresh_cb(uv_timer_t *t)
 static void heartbeat_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->sink->durable && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
+    if (e->sink->durable && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker_id, NULL, NULL);
 }
 
 static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
@@ -373,7 +373,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 static void drain_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
+    if (kgx_db_pending(e->db) > 0 && e->drain_ticks++ < DRAIN_TICKS_MAX) return;
     uv_timer_stop(t);
     uv_stop(&e->loop);
 }
@@ -388,8 +388,8 @@ static void finish(kgx_engine_t *e, int code)
     uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
     for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
-    if (e->sink->durable && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
-    uv_timer_start(&e->stop_deadline, drain_cb, 0, 20);
+    if (e->sink->durable && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker_id, NULL, NULL);
+    uv_timer_start(&e->stop_deadline, drain_cb, 0, DRAIN_TICK_MS);
 }
 
 /* ------------------------------------------------------------------ status */
@@ -397,7 +397,7 @@ static void finish(kgx_engine_t *e, int code)
 static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 {
     memset(v, 0, sizeof *v);
-    v->worker_id = e->worker;
+    v->worker_id = e->worker_id;
     v->policy_name = policy_name(e);
     v->policy_version = policy_version(e);
     v->in_flight = e->in_flight;
@@ -425,7 +425,7 @@ static void publish_cb(uv_timer_t *t)
     kgx_buf_adds(&b, "{");
     kgx_status_process_json(&b, &v);
     kgx_buf_adds(&b, "}");
-    kgx_queue_publish_worker(e->db, e->worker, b.p, NULL, NULL);
+    kgx_queue_publish_worker(e->db, e->worker_id, b.p, NULL, NULL);
     kgx_buf_free(&b);
 }
 
@@ -471,6 +471,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
+    e->max_in_flight = cfg->workers;      /* --workers: LLM requests in flight (the flag keeps its name) */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
@@ -479,11 +480,11 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     if (e->retry_base_ms < 1) e->retry_base_ms = 1;
     e->tty = isatty(2) && !getenv("JOURNAL_STREAM");
     if (cfg->worker_id) {
-        snprintf(e->worker, sizeof e->worker, "%s", cfg->worker_id);
+        snprintf(e->worker_id, sizeof e->worker_id, "%s", cfg->worker_id);
     } else {
         char host[128] = "localhost";
         gethostname(host, sizeof host - 1);
-        snprintf(e->worker, sizeof e->worker, "%s:%d:%08x", host, (int)getpid(), (unsigned)rand());
+        snprintf(e->worker_id, sizeof e->worker_id, "%s:%d:%08x", host, (int)getpid(), (unsigned)rand());
     }
 
     kgx_script_opts_t so = { 0 };
@@ -548,7 +549,7 @@ int kgx_engine_run(kgx_engine_t *e)
 {
     kgx_config_t *c = e->cfg;
     e->start_t = now_ms(e);
-    log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker,
+    log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker_id,
              policy_name(e), policy_version(e), c->n_endpoints, c->workers,
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
@@ -559,8 +560,8 @@ int kgx_engine_run(kgx_engine_t *e)
         uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
         uv_timer_start(&e->heartbeat, heartbeat_cb, hb, hb);
         e->bar = e->tty && c->mode == KGX_MODE_BACKFILL;
-        if (e->httpd || e->bar) uv_timer_start(&e->refresh, refresh_cb, e->bar ? 1000 : 0, e->bar ? 1000 : 5000);
-        uv_timer_start(&e->publish, publish_cb, 200, 5000);
+        if (e->httpd || e->bar) uv_timer_start(&e->refresh, refresh_cb, e->bar ? BAR_MS : 0, e->bar ? BAR_MS : REFRESH_MS);
+        uv_timer_start(&e->publish, publish_cb, PUBLISH_FIRST_MS, PUBLISH_MS);
     }
     if (c->mode == KGX_MODE_DAEMON) start_watching(e);
     long wd = kgx_notify_watchdog_ms();

@@ -292,7 +292,9 @@ static void tick_cb(uv_timer_t *tm)
         if (late[i].cb) {
             char err[200];
             kgx_hook_outcome_t o = { 0 };
-            snprintf(err, sizeof err, "watchdog: hook '%s' exceeded %d ms", late[i].name, h->timeout_ms);
+            const char *where = kgx_policy_src_hook_where(late[i].src, late[i].hook);
+            snprintf(err, sizeof err, "%s%swatchdog: hook '%s' exceeded %d ms", where, *where ? ": " : "",
+                     late[i].name, h->timeout_ms);
             o.rc = -1;
             o.failed = late[i].hook;
             o.abandoned = 1;

@@ -24,7 +24,9 @@
 
 #define KGX_HOOK_THREADS 4          /* hook threads (states) running policy code side by side */
 #define KGX_HOOK_MAX_ABANDONED 4    /* stuck threads allowed at once; at the cap: on_cap */
-#define KGX_HOOK_GRACE_MS 250       /* past the limit, before the loop gives a state up */
+#define KGX_HOOK_GRACE_MS 1000      /* past the limit, before the loop gives a state up: a hook in Lua
+                                     * code stops itself at the limit; one inside a C call (a huge
+                                     * string.rep under a slow allocator) gets this much slack */
 #define KGX_HOOK_TICK_MS 100        /* how often the loop looks at running hooks */
 
 typedef struct kgx_hooks kgx_hooks_t;

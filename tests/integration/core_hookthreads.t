@@ -102,6 +102,7 @@ for my $id (sort keys %marks) {
     is($x->{attempts}, 3, "$id: parked after --max-attempts 3");
     my $want = $marks{$id} eq 'HOG' ? qr/not enough memory/ : qr/watchdog: hook 'parse' exceeded $LIMIT_MS ms/;
     like($x->{error} // '', $want, "$id: the error says why") or diag($x->{error});
+    like($x->{error} // '', qr/hookthreads\.lua:\d+/, "$id: ... and names the policy file and line") or diag($x->{error});
 }
 like($err, qr/watchdog: hook 'parse' exceeded $LIMIT_MS ms; its state is abandoned/, 'the REDOS state was abandoned');
 unlike($err, qr/watchdog: hook '\w+' exceeded \d+ ms; its state is abandoned.*\n(?:.*\n)*.*SPIN/, 'SPIN was stopped by the Lua watchdog, never abandoned');
