@@ -11,7 +11,7 @@
  * slots; the drawer is written once every chunk has its answer. Claims refill continuously (whenever
  * fewer ready chunks than free slots remain), so one slow drawer never idles the others.
  *
- * Failure policy (DESIGN.md invariant 1): one table, in outcome.c — which HTTP, hook and database
+ * Failure policy (nothing lost, nothing silent): one table, in outcome.c — which HTTP, hook and database
  * outcome is waited out, asked about (/health), charged (backoff, parked after --max-attempts),
  * split smaller or retried as is.
  * Where drawers come from and where results go is a sink (sink.h): the database, or with --dry-run a

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# core_hookthreads.t — DESIGN.md invariant 5, "the loop keeps serving while a hook runs, and the
+# core_hookthreads.t — "a bad policy never stalls the others: the loop keeps serving while a hook runs, and the
 # watchdog stops any hook, whatever it is doing". A policy that behaves like prompts/default.lua
 # except in parse on marker drawers:
 #   REDOS  string.find with a backtracking pattern: minutes inside one C call, where no Lua debug
