@@ -308,24 +308,32 @@ static const char *policy_name(const kgx_engine_t *e) { return kgx_policy_src_na
 static const char *policy_version(const kgx_engine_t *e) { return kgx_policy_src_version(kgx_hooks_src(e->hooks)); }
 
 /* The new text loads on a hook thread (its top-level code is policy code too); drawers in flight
- * finish with the text they started with. */
+ * finish with the text they started with. Reloads may overlap (a SIGHUP and a file change): each
+ * carries its own reason. */
+typedef struct { kgx_engine_t *e; const char *why; } reload_t;
+
 static void reloaded_cb(kgx_hook_outcome_t *o, void *ud)
 {
-    kgx_engine_t *e = ud;
+    reload_t *r = ud;
+    kgx_engine_t *e = r->e;
     if (o->rc)
-        log_err("policy reload (%s) failed, keeping %s %s: %s", e->reload_why, policy_name(e), policy_version(e), o->err);
+        log_err("policy reload (%s) failed, keeping %s %s: %s", r->why, policy_name(e), policy_version(e), o->err);
     else
-        log_info("policy reloaded (%s): %s version %s", e->reload_why, policy_name(e), policy_version(e));
+        log_info("policy reloaded (%s): %s version %s", r->why, policy_name(e), policy_version(e));
     kgx_notify("READY=1");
+    free(r);
 }
 
 static void reload_policy(kgx_engine_t *e, const char *why)
 {
     char err[1024];
+    reload_t *r = malloc(sizeof *r);
     kgx_notify("RELOADING=1");
-    e->reload_why = why;
-    if (kgx_hooks_reload(e->hooks, reloaded_cb, e, err, sizeof err)) {
-        log_err("policy reload (%s) failed, keeping %s %s: %s", why, policy_name(e), policy_version(e), err);
+    if (r) *r = (reload_t){ e, why };
+    if (!r || kgx_hooks_reload(e->hooks, reloaded_cb, r, err, sizeof err)) {
+        log_err("policy reload (%s) failed, keeping %s %s: %s", why, policy_name(e), policy_version(e),
+                r ? err : "out of memory");
+        free(r);
         kgx_notify("READY=1");
     }
 }
@@ -475,9 +483,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
-    const char *rb = getenv("KGX_RETRY_BASE_MS");
-    e->retry_base_ms = rb && *rb ? atof(rb) : 1000.0;
-    if (e->retry_base_ms < 1) e->retry_base_ms = 1;
+    e->retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 1000.0;
     e->tty = isatty(2) && !getenv("JOURNAL_STREAM");
     if (cfg->worker_id) {
         snprintf(e->worker_id, sizeof e->worker_id, "%s", cfg->worker_id);
@@ -493,6 +499,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     so.n_ctx = cfg->n_ctx;
     so.min_confidence = cfg->min_confidence;
     so.max_triples = cfg->max_triples;
+    so.hook_timeout_ms = cfg->hook_timeout_ms;
     char serr[1024];
     /* the policy loads once here (a bad one is a configuration error, exit 2); the hook threads then
      * build their states from the same text */

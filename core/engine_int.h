@@ -88,7 +88,6 @@ struct kgx_engine {
     int jobs_in[JOB__N];        /* jobs per state, kept by job_set_state() */
     engine_phase_t phase;
     int claiming, claims, idle, exit_code, stop_code, pumping, repump;
-    const char *reload_why;
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -344,12 +344,18 @@ static void closed_cb(uv_handle_t *hd) { (void)hd; }
 void kgx_hooks_free(kgx_hooks_t *h)
 {
     if (!h) return;
+    struct { kgx_hook_cb cb; void *ud; } gone[64];
+    int ngone = 0;
     uv_mutex_lock(&h->mu);
     h->quit = 1;
     hook_thread_t *idle = NULL;
     for (hook_thread_t *t = h->threads, *n; t; t = n) {
         n = t->next;
         if (t->call) {                    /* running: never wait for it */
+            if (t->call->cb && ngone < 64) {
+                gone[ngone].cb = t->call->cb;
+                gone[ngone++].ud = t->call->ud;
+            }
             t->call->cb = NULL;
             t->abandoned = 1;
             pthread_detach(t->tid);
@@ -369,8 +375,15 @@ void kgx_hooks_free(kgx_hooks_t *h)
         uv_thread_join(&t->tid);
         free(t);
     }
-    for (kgx_hook_call_t *c = queued, *n; c; c = n) { n = c->next; call_free(c); }
-    for (kgx_hook_call_t *c = done, *n; c; c = n) { n = c->next; call_free(c); }
+    /* a callback runs exactly once unless cancelled: what never ran fails now */
+    kgx_hook_outcome_t stop = { .rc = -1, .failed = KGX_HOOK_LOAD, .err = "stopping" };
+    for (int i = 0; i < ngone; i++) gone[i].cb(&stop, gone[i].ud);
+    for (kgx_hook_call_t *c = queued, *n; c; c = n) {
+        n = c->next;
+        if (c->cb) { stop.src = c->src; c->cb(&stop, c->ud); }
+        call_free(c);
+    }
+    for (kgx_hook_call_t *c = done, *n; c; c = n) { n = c->next; deliver(c); }
     uv_close((uv_handle_t *)&h->done_async, closed_cb);
     uv_close((uv_handle_t *)&h->tick, closed_cb);
     uv_run(h->loop, UV_RUN_NOWAIT);
