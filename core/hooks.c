@@ -259,13 +259,13 @@ static const char *call_hook_name(call_kind_t k)
 static void tick_cb(uv_timer_t *tm)
 {
     kgx_hooks_t *h = tm->data;
-    uint64_t now = mono_ms();
     struct { kgx_hook_cb cb; void *ud; kgx_hook_t hook; const char *name; kgx_policy_src_t *src; } late[16];
     int nlate = 0, alive;
     uv_mutex_lock(&h->mu);
+    uint64_t now = mono_ms();   /* under mu: no thread can have started a call after this instant */
     for (hook_thread_t **pp = &h->threads, *t; (t = *pp) && nlate < 16;) {
         kgx_hook_call_t *c = t->call;
-        if (!c || now - t->started_ms <= (uint64_t)(h->timeout_ms + KGX_HOOK_GRACE_MS)) {
+        if (!c || now < t->started_ms || now - t->started_ms <= (uint64_t)(h->timeout_ms + KGX_HOOK_GRACE_MS)) {
             pp = &t->next;
             continue;
         }
