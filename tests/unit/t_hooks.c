@@ -67,7 +67,7 @@ int main(void)
     uv_timer_init(&loop, &keep);
     uv_timer_start(&keep, keep_cb, 20, 20);
     t0 = uv_hrtime();
-    char err[512];
+    char err[512] = "";
     kgx_script_opts_t o = { .policy_path = path, .plugins_dir = "/nonexistent", .hook_timeout_ms = 300 };
     kgx_policy_src_t *src = kgx_policy_src_read(&o, err, sizeof err);
     kgx_script_t *probe = src ? kgx_script_new_src(src, err, sizeof err) : NULL;
