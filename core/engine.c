@@ -501,12 +501,11 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     so.max_triples = cfg->max_triples;
     so.hook_timeout_ms = cfg->hook_timeout_ms;
     char serr[1024];
-    /* the policy loads once here (a bad one is a configuration error, exit 2); the hook threads then
-     * build their states from the same text */
+    /* the policy loads once here (a bad one is a configuration error, exit 2) and that state goes to the
+     * first hook thread; later threads build theirs from the same text */
     kgx_policy_src_t *src = kgx_policy_src_read(&so, serr, sizeof serr);
     kgx_script_t *probe = src ? kgx_script_new_src(src, serr, sizeof serr) : NULL;
-    kgx_script_free(probe);
-    if (probe) e->hooks = kgx_hooks_new(&e->loop, src, hooks_cap_cb, e, serr, sizeof serr);
+    if (probe) e->hooks = kgx_hooks_new(&e->loop, probe, hooks_cap_cb, e, serr, sizeof serr);   /* takes it */
     kgx_policy_src_unref(src);
     if (!e->hooks) {
         snprintf(err, errlen, "error: policy %s: %s", policy_path, serr);

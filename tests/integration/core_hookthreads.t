@@ -115,7 +115,7 @@ unlike($err, qr/watchdog: hook '\w+' exceeded \d+ ms; its state is abandoned.*\n
 
 # /healthz throughout
 my @slow = grep { $_->[1] >= 1.0 || $_->[2] != 200 } @health;
-cmp_ok(scalar @health, '>=', 10, scalar(@health) . ' /healthz probes during the run');
+cmp_ok(scalar @health, '>=', 5, scalar(@health) . ' /healthz probes during the run');
 is(scalar(grep { $_->[2] != 200 } @health), 0, '/healthz answered 200 every time');
 $VG ? note(scalar(@slow) . ' probes slower than 1 s under valgrind') : is(scalar @slow, 0, '/healthz answered 200 within 1 s every time')
     or diag(join "\n", map { sprintf 't=%.2f took %.2f s status %s', @$_ } @slow[0 .. ($#slow < 9 ? $#slow : 9)]);

@@ -72,8 +72,7 @@ int main(void)
     kgx_policy_src_t *src = kgx_policy_src_read(&o, err, sizeof err);
     kgx_script_t *probe = src ? kgx_script_new_src(src, err, sizeof err) : NULL;
     ok(probe != NULL, "policy loads: %s", err);
-    kgx_script_free(probe);
-    kgx_hooks_t *h = kgx_hooks_new(&loop, src, NULL, NULL, err, sizeof err);
+    kgx_hooks_t *h = kgx_hooks_new(&loop, probe, NULL, NULL, err, sizeof err);
     kgx_policy_src_unref(src);
     ok(h != NULL, "pool starts");
     if (!h) return done_testing();
