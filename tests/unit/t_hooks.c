@@ -39,6 +39,7 @@ static void cb(kgx_hook_outcome_t *o, void *ud)
 }
 
 static void keep_cb(uv_timer_t *t) { (void)t; }
+static void cap_cb(void *ud) { (*(int *)ud)++; }
 
 static void never_cb(kgx_hook_outcome_t *o, void *ud) { (void)o; (*(int *)ud)++; }
 
@@ -72,7 +73,8 @@ int main(void)
     kgx_policy_src_t *src = kgx_policy_src_read(&o, err, sizeof err);
     kgx_script_t *probe = src ? kgx_script_new_src(src, err, sizeof err) : NULL;
     ok(probe != NULL, "policy loads: %s", err);
-    kgx_hooks_t *h = kgx_hooks_new(&loop, probe, NULL, NULL, err, sizeof err);
+    int capped = 0;
+    kgx_hooks_t *h = kgx_hooks_new(&loop, probe, cap_cb, &capped, err, sizeof err);
     kgx_policy_src_unref(src);
     ok(h != NULL, "pool starts");
     if (!h) return done_testing();
@@ -119,6 +121,15 @@ int main(void)
     answer(h, "erin", &last);
     run_until(&last.done, now_s() + 5);
     is_int(never, 0, "cancelled calls never call back");
+
+    /* at the cap of stuck threads: on_cap, once */
+    res_t more[3] = { { 0 } };
+    s0 = now_s();
+    for (int i = 0; i < 3; i++) answer(h, "REDOS", &more[i]);
+    run_until(&capped, s0 + 8);
+    is_int(capped, 1, "%d stuck threads: on_cap called (after %.2f s)", KGX_HOOK_MAX_ABANDONED, now_s() - s0);
+    is_int(kgx_hooks_abandoned(h), KGX_HOOK_MAX_ABANDONED, "... with %d stuck threads alive", KGX_HOOK_MAX_ABANDONED);
+    ok(more[0].done && more[1].done && more[2].done && more[2].abandoned, "... each stuck call failed once");
 
     /* free with a stuck hook running: does not wait for it */
     res_t stuck2 = { 0 };
