@@ -94,6 +94,8 @@ while (1) {
 $st //= stop_kgx($k, 'KILL', 5);
 # the run's last moments: a finished backfill answers 503 while it drains, then nothing at all
 pop @health while @health && $health[-1][2] != 200;
+# ... and its first: /healthz is 503 until the database pool is up
+shift @health while @health && $health[0][2] != 200;
 my $took = time - $t0;
 note(sprintf 'backfill: %.1f s, %d /healthz probes', $took, scalar @health);
 my $err = read_file($k->{errfile}) // '';
