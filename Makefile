@@ -4,7 +4,10 @@
 #   make asan       ASan+UBSan build into build/asan/bin
 #   make demo       sandbox database + fake LLM + samples/ -> backfill -> graph statistics
 #   make install    PREFIX=/usr/local DESTDIR=
+#   make deb        build/deb/kgx_VERSION_ARCH.deb with debhelper (packaging files in deploy/debian/)
+#   make fresh-check  the README's commands in a new Debian 12 root (slow: not part of make test)
 #   make clean
+# Without make (a bare Debian 12): scripts/kgx demo | test | deb installs make and the rest first.
 
 # The first pass makes sure the Debian packages are there (scripts/install-deps), then re-runs make
 # with them: pkg-config must find the libraries before any rule is read.
@@ -13,13 +16,18 @@ ifeq ($(KGX_DEPS_CHECKED),)
 Makefile VERSION: ;
 # the named goals are phony (bench/ and tests/ are directories) and phony goals take no pattern
 # rule: each gets the pass-through explicitly; files (build/bin/t_x …) go through %
-GOALS := all test demo asan bench reliability install clean unit
+# Which packages (scripts/install-deps PROFILE): the demo gets only the build, the daemon and the
+# sandbox; the test tool chain comes with test and its kin; fresh-check needs only debootstrap.
+GOALS := all test demo asan bench reliability install clean unit deb fresh-check
+deps_profile = $(if $(filter test asan reliability bench,$(1)),test,$(if $(filter deb,$(1)),deb,$(if $(filter demo,$(1)),demo,build)))
 .PHONY: $(GOALS)
-$(GOALS):
-	@scripts/install-deps
+fresh-check:
+	@scripts/fresh-check
+$(filter-out fresh-check,$(GOALS)):
+	@scripts/install-deps $(call deps_profile,$@)
 	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 $@
 %:
-	@scripts/install-deps
+	@scripts/install-deps build
 	@$(MAKE) --no-print-directory KGX_DEPS_CHECKED=1 $@
 else
 
@@ -61,7 +69,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 B  = build
 BA = build/asan
 
-.PHONY: all asan test demo install clean bench reliability
+.PHONY: all asan test demo install clean bench reliability deb
 all: $(B)/bin/kgx-run $(B)/bin/fake-llama unit
 
 unit: $(addprefix $(B)/bin/,$(TEST_BINS))
@@ -76,6 +84,12 @@ build/gen/schema_sql.h: core/schema.sql.in
 	@mkdir -p $(dir $@)
 	$(Q)sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@.tmp && mv $@.tmp $@
 $(B)/obj/core/graph.o $(BA)/obj/core/graph.o: build/gen/schema_sql.h
+# --adopt's SQL, the same way; core/names.c reads both templates for the identifiers they derive
+build/gen/adopt_sql.h: core/adopt.sql.in
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@.tmp && mv $@.tmp $@
+$(B)/obj/core/adopt.o $(BA)/obj/core/adopt.o: build/gen/adopt_sql.h
+$(B)/obj/core/names.o $(BA)/obj/core/names.o: build/gen/schema_sql.h build/gen/adopt_sql.h
 
 # one rule set per build directory
 define build_rules
@@ -118,8 +132,12 @@ $(eval $(call build_rules,$(BA)))
 test: all asan
 	$(Q)scripts/run-tests
 
-demo: all
+demo: $(B)/bin/kgx-run $(B)/bin/fake-llama
 	$(Q)scripts/demo
+
+# build/deb/kgx_VERSION_ARCH.deb (debhelper; packaging files in deploy/debian/), checked by lintian
+deb:
+	$(Q)scripts/build-deb
 
 bench: all
 	$(Q)scripts/bench

@@ -9,7 +9,8 @@
 #define KGX_MAX_ENDPOINTS 16
 
 typedef enum { KGX_MODE_DAEMON, KGX_MODE_ONCE, KGX_MODE_BACKFILL, KGX_MODE_STATUS,
-               KGX_MODE_DRY_RUN, KGX_MODE_REAPPLY, KGX_MODE_HELP, KGX_MODE_VERSION } kgx_mode_t;
+               KGX_MODE_DRY_RUN, KGX_MODE_REAPPLY, KGX_MODE_HELP, KGX_MODE_VERSION,
+               KGX_MODE_ADOPT } kgx_mode_t;
 
 typedef struct {
     kgx_mode_t mode;
@@ -37,7 +38,10 @@ typedef struct {
     int keep_answers;        /* store raw answers (default 1) */
     int hook_timeout_ms;     /* KGX_HOOK_TIMEOUT_MS: the policy hook watchdog (default 2000) */
     double retry_base_ms;    /* KGX_RETRY_BASE_MS: first backoff after a charged failure (default 1000) */
+    size_t memory_budget;    /* --memory-budget: bytes for drawers in flight (budget.c; default in config.c) */
     char *reapply_where;     /* --reapply-drawer ID (optional filter) */
+    int adopt_dry_run;       /* --adopt --dry-run: report only */
+    int requeue_empty;       /* --adopt --requeue-empty */
 } kgx_config_t;
 
 /* Parses argv/env into cfg. Returns 0, or 2 with a one-line message in err (usage error). */

@@ -1,6 +1,7 @@
 /* engine — see engine.h. The loop: claims, the pump, timers, signals, status, life cycle; one
  * drawer's own way is job.c's. */
 #include "engine_int.h"
+#include "drops.h"
 #include "graph.h"
 #include "jsonl.h"
 #include "log.h"
@@ -53,6 +54,7 @@ static void maybe_claim(kgx_engine_t *e)
     int cap = kgx_endpoints_capacity(&e->eps);
     if (cap > e->max_in_flight) cap = e->max_in_flight;
     if (ready_units(e) >= (size_t)cap) return;
+    if (kgx_budget_waiting(e)) return;                   /* budget: claimed drawers wait for room first */
     int room = e->max_in_flight + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
@@ -94,6 +96,7 @@ static void pump(kgx_engine_t *e)
     do {
         e->repump = 0;
         if (stopping(e)) break;
+        kgx_budget_admit(e);      /* budget: read the text of claimed drawers that fit */
         uint64_t now = now_ms(e);
         /* what each job needs: splits, writes (and write retries) that are due, the finished freed */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
@@ -435,6 +438,7 @@ static void publish_cb(uv_timer_t *t)
     kgx_buf_adds(&b, "}");
     kgx_queue_publish_worker(e->db, e->worker_id, b.p, NULL, NULL);
     kgx_buf_free(&b);
+    kgx_drops_check_policies(e->db);             /* [dropin] two policies on one queue: warn */
 }
 
 static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
@@ -452,7 +456,15 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
         kgx_metrics.in_flight = e->in_flight;
         resp->status = 200;
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        resp->body = kgx_metrics_render(&resp->body_len);
+        /* per-endpoint gauges and counters (slots busy per endpoint on the dashboard) */
+        kgx_metrics_endpoint_t *mep = calloc(e->eps.n > 0 ? (size_t)e->eps.n : 1, sizeof *mep);
+        for (int i = 0; mep && i < e->eps.n; i++) {
+            const kgx_endpoint_t *ep = &e->eps.ep[i];
+            mep[i] = (kgx_metrics_endpoint_t){ ep->base, ep->state == KGX_EP_UP, ep->slots, ep->in_flight,
+                                               ep->requests };
+        }
+        resp->body = kgx_metrics_render_endpoints(&resp->body_len, mep, mep ? e->eps.n : 0);
+        free(mep);
     } else if (!strcmp(path, "/healthz")) {
         int ok = kgx_db_is_up(e->db) && !stopping(e);
         resp->status = ok ? 200 : 503;
@@ -480,6 +492,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
     e->max_in_flight = cfg->workers;      /* --workers: LLM requests in flight (the flag keeps its name) */
+    kgx_budget_init(&e->budget, cfg->memory_budget);   /* budget: --memory-budget */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
@@ -607,6 +620,7 @@ void kgx_engine_free(kgx_engine_t *e)
     kgx_endpoints_close(&e->eps);
     kgx_http_free(e->http);
     if (e->sink) e->sink->close(e);
+    kgx_budget_abandon(e);        /* budget: text reads the pool dropped */
     kgx_httpd_free(e->httpd);
     kgx_hooks_free(e->hooks);     /* never waits for a stuck hook */
     uv_run(&e->loop, UV_RUN_NOWAIT);

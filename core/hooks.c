@@ -515,6 +515,12 @@ typedef struct { kgx_hooks_t *h; kgx_hook_cb cb; void *ud; } reload_t;
 static void reload_cb(kgx_hook_outcome_t *o, void *ud)
 {
     reload_t *r = ud;
+    char err[600];
+    if (o->rc == 0 && kgx_policy_src_check_reload(r->h->current, o->src, err, sizeof err) != 0) {
+        o->rc = -1;                       /* loaded, but it would drop a hook: the old text stays */
+        o->failed = KGX_HOOK_LOAD;
+        o->err = err;
+    }
     if (o->rc == 0) {
         kgx_policy_src_unref(r->h->current);
         r->h->current = kgx_policy_src_ref(o->src);

@@ -26,6 +26,7 @@
  * and keeps the per-state counts. Which failure is charged, waited out or split is the table in
  * outcome.c. */
 #include "engine_int.h"
+#include "drops.h"
 #include "graph.h"
 #include "log.h"
 #include "metrics.h"
@@ -89,7 +90,7 @@ chunk_t *job_next_chunk(job_t *j)
 /* When a waiting job wants the pump again (loop time, ms), or 0. */
 uint64_t job_wake_at(const job_t *j)
 {
-    return j->state == JOB_RETRY_WAIT || j->state == JOB_WRITE_WAIT ? j->not_before : 0;
+    return j->state == JOB_RETRY_WAIT || j->state == JOB_WRITE_WAIT || j->state == JOB_WAIT_SPLIT ? j->not_before : 0;
 }
 
 /* Waiting for the database to answer about this job (a stop lets that finish). */
@@ -153,6 +154,7 @@ void job_cancel(job_t *j)
 void job_free(job_t *j)
 {
     kgx_engine_t *e = j->e;
+    kgx_budget_release(e, j);     /* budget: its charge back, its text read (if any) orphaned */
     job_reset_chunks(j);
     j->prev->next = j->next;
     j->next->prev = j->prev;
@@ -245,6 +247,7 @@ static void split_cb(kgx_hook_outcome_t *o, void *ud)
 void job_split(job_t *j)
 {
     kgx_engine_t *e = j->e;
+    if (kgx_budget_need_text(e, j)) return;   /* budget: text not in memory; the pump splits once read */
     if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
         j->split_done = 1;
         j->nchunks = 0;
@@ -340,6 +343,7 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
         kgx_graph_triple_json(&j->triples, t, (long)idx);
         j->n_triples++;
         j->kept++;
+    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
     }
     j->dropped += (long long)r->n_drops;
     kgx_metrics.triples_dropped += r->n_drops;

@@ -4,6 +4,7 @@
  * are monotone for the life of the process (Prometheus handles the reset at restart); the two
  * gauges are set by their owners. Histogram buckets are stored per bucket and rendered cumulative. */
 #include "metrics.h"
+#include "drops.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -164,7 +165,48 @@ static void render_histogram(buf_t *b, const histogram_t *h)
     put(b, "%s_count %llu\n", h->name, h->count);
 }
 
+/* a label value: backslash, double quote and newline escaped (exposition format 0.0.4) */
+static void put_label(buf_t *b, const char *v)
+{
+    for (const char *p = v ? v : ""; *p; p++) {
+        if (*p == '\\' || *p == '"')
+            put(b, "\\%c", *p);
+        else if (*p == '\n')
+            put(b, "\\n");
+        else
+            put(b, "%c", *p);
+    }
+}
+
+static void render_endpoints(buf_t *b, const kgx_metrics_endpoint_t *eps, int n)
+{
+    static const struct { const char *name, *type, *help; } fam[] = {
+        { "kgx_endpoint_up", "gauge", "1 while the llama-server endpoint is up (answers /health), else 0." },
+        { "kgx_endpoint_slots", "gauge", "Slots of the endpoint (/props total_slots or --slots); 0 unknown." },
+        { "kgx_endpoint_in_flight", "gauge", "LLM requests in flight at the endpoint (slots busy)." },
+        { "kgx_endpoint_requests_total", "counter", "LLM requests sent to the endpoint." },
+    };
+    for (size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        head(b, fam[f].name, fam[f].type, fam[f].help);
+        for (int i = 0; i < n; i++) {
+            put(b, "%s{endpoint=\"", fam[f].name);
+            put_label(b, eps[i].url);
+            switch (f) {
+            case 0: put(b, "\"} %d\n", eps[i].up ? 1 : 0); break;
+            case 1: put(b, "\"} %d\n", eps[i].slots); break;
+            case 2: put(b, "\"} %d\n", eps[i].in_flight); break;
+            default: put(b, "\"} %llu\n", eps[i].requests); break;
+            }
+        }
+    }
+}
+
 char *kgx_metrics_render(size_t *len)
+{
+    return kgx_metrics_render_endpoints(len, NULL, 0);
+}
+
+char *kgx_metrics_render_endpoints(size_t *len, const kgx_metrics_endpoint_t *eps, int n)
 {
     buf_t b = { malloc(4096), 0, 4096, 0 };
     if (!b.p)
@@ -199,9 +241,14 @@ char *kgx_metrics_render(size_t *len)
     head(&b, "kgx_queue_depth", "gauge", "Pending queue rows at the last status read.");
     put(&b, "kgx_queue_depth %lld\n", m->queue_depth);
 
+    char *drops = kgx_drops_metrics();          /* [dropin] kgx_triples_dropped_total{reason=…} */
+    if (drops) { put(&b, "%s", drops); free(drops); }
+
     render_histogram(&b, &h_latency);
     render_histogram(&b, &h_prompt);
     render_histogram(&b, &h_completion);
+    if (eps && n > 0)
+        render_endpoints(&b, eps, n);
 
     if (b.oom) {
         free(b.p);

@@ -11,6 +11,11 @@
  *   kgx_queue_depth                                            gauge (pending rows, last status read)
  *   kgx_llm_latency_seconds                                    histogram
  *   kgx_llm_prompt_tokens, kgx_llm_completion_tokens           histograms
+ * and, per llama-server endpoint (label endpoint="<base URL>"), when the caller passes them:
+ *   kgx_endpoint_up, kgx_endpoint_slots, kgx_endpoint_in_flight  gauges (slots busy = in flight)
+ *   kgx_endpoint_requests_total                                  counter
+ * deploy/grafana/kgx-dashboard.json queries these names; tests/integration/ops_prometheus.t checks
+ * the rendering with promtool and every metric the dashboard uses.
  */
 #ifndef KGX_METRICS_H
 #define KGX_METRICS_H
@@ -36,8 +41,17 @@ extern kgx_metrics_t kgx_metrics;
 const char *kgx_metric_error_name(int kind);
 void kgx_metrics_observe_latency(double seconds);
 void kgx_metrics_observe_tokens(long prompt_tokens, long completion_tokens);
+/* One endpoint's numbers at render time (the engine fills these from its endpoint set). */
+typedef struct {
+    const char *url;
+    int up, slots, in_flight;
+    unsigned long long requests;
+} kgx_metrics_endpoint_t;
+
 /* Renders everything (plus kgx_build_info{version=…}, kgx_up) into a malloc'd string. */
 char *kgx_metrics_render(size_t *len);
+/* The same, with the per-endpoint families for eps[0..n). */
+char *kgx_metrics_render_endpoints(size_t *len, const kgx_metrics_endpoint_t *eps, int n);
 void kgx_metrics_reset(void);   /* tests */
 
 #endif

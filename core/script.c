@@ -5,6 +5,7 @@
  * the callers that drive one state directly (--reapply, tests). */
 #include "script_int.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,6 +44,7 @@ kgx_script_t *kgx_script_new(const kgx_script_opts_t *opts, char *err, size_t er
     return s;
 }
 
+
 int kgx_script_reload(kgx_script_t *s, char *err, size_t errlen)
 {
     kgx_policy_src_t *src = kgx_policy_src_reread(s->vm->src, err, errlen);
@@ -50,6 +52,10 @@ int kgx_script_reload(kgx_script_t *s, char *err, size_t errlen)
     script_vm_t *vm = script_vm_new(src, err, errlen);
     kgx_policy_src_unref(src);
     if (!vm) return -1;
+    if (kgx_policy_src_check_reload(s->vm->src, vm->src, err, errlen) != 0) {
+        script_vm_free(vm);
+        return -1;
+    }
     int n_ctx = s->vm->n_ctx;
     script_vm_free(s->vm);
     s->vm = vm;
@@ -338,4 +344,50 @@ int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size
     kgx_hook_t failed;
     return kgx_script_run_answer(s, j->drawer, i < j->n ? &j->chunks[i] : NULL, body, len, out, &failed,
                                  err, errlen);
+}
+
+/* [dropin] --adopt (core/adopt.c): the policy's accept hook on one triple the host builds itself,
+ * so an old edge's predicate is mapped exactly as a new answer's would be. */
+int kgx_script_accept_one(kgx_script_t *sc, int job, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out,
+                          char *why, size_t whylen, char *err, size_t errlen)
+{
+    script_vm_t *s = sc->vm;
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    memset(out, 0, sizeof *out);
+    why[0] = '\0';
+    script_job_t *j = job_at(sc, job);
+    if (!j) { script_set_err(err, errlen, "accept: unknown job %d", job); return -1; }
+    script_push_drawer(s, j->drawer, 0);                    /* stack: drawer */
+    int drawer = top + 1;
+    lua_createtable(L, 0, 4);                               /* stack: drawer raw */
+    int raw = drawer + 1;
+    lua_pushstring(L, subject); lua_setfield(L, raw, "subject");
+    lua_pushstring(L, predicate); lua_setfield(L, raw, "predicate");
+    lua_pushstring(L, object); lua_setfield(L, raw, "object");
+    lua_pushnumber(L, confidence); lua_setfield(L, raw, "confidence");
+    int acc = raw;
+    if (s->pol.hook[KGX_HOOK_ACCEPT] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[KGX_HOOK_ACCEPT]);
+        lua_pushvalue(L, raw);
+        lua_pushvalue(L, drawer);
+        if (script_call_hook(s, KGX_HOOK_ACCEPT, 2, 2, err, errlen) != 0) {
+            lua_settop(L, top);
+            script_name_hook(s, KGX_HOOK_ACCEPT, err, errlen);
+            return -1;
+        }
+        acc = raw + 1;                                      /* stack: drawer raw triple|nil reason */
+        if (!lua_istable(L, acc)) {
+            if (lua_isnil(L, acc) && lua_isstring(L, acc + 1)) snprintf(why, whylen, "%s", lua_tostring(L, acc + 1));
+            else if (lua_isnil(L, acc)) snprintf(why, whylen, "rejected by accept");
+            else snprintf(why, whylen, "accept returned %s", luaL_typename(L, acc));
+            lua_settop(L, top);
+            return 1;
+        }
+    }
+    int rc = script_take_triple(L, acc, out, why, whylen) ? 1 : 0;
+    if (rc) { script_triple_free(out); memset(out, 0, sizeof *out); }
+    lua_settop(L, top);
+    return rc;
 }

@@ -113,6 +113,10 @@ const char *kgx_policy_src_version(const kgx_policy_src_t *src);
 const char *kgx_policy_src_path(const kgx_policy_src_t *src);
 const char *kgx_policy_src_plugins_dir(const kgx_policy_src_t *src);
 int kgx_policy_src_timeout_ms(const kgx_policy_src_t *src);
+/* A reload must not lose a hook the running policy defines (its vocabulary, threshold and stopwords
+ * live in accept: without it everything would be kept), unless the new policy declares it, e.g.
+ * defaults = { "accept" }. 0 when `fresh` may replace `old`, else -1 with err. */
+int kgx_policy_src_check_reload(const kgx_policy_src_t *old, const kgx_policy_src_t *fresh, char *err, size_t errlen);
 /* "prompts/x.lua:41": where hook h is defined ("" for a default or the load), for messages that
  * cannot ask the Lua state (an abandoned one). */
 const char *kgx_policy_src_hook_where(const kgx_policy_src_t *src, kgx_hook_t h);
@@ -168,6 +172,12 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
  * raw triple. Accepted triples and drops go to *out (caller frees with kgx_result_clear). */
 int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size_t len,
                       kgx_result_t *out, char *err, size_t errlen);
+/* [dropin] Runs accept on one host-built raw triple {subject, predicate, object, confidence} (no parse):
+ * 0 with *out filled (free with kgx_result-style frees of its fields), 1 rejected (reason in why),
+ * -1 the hook failed (err). Used by --adopt to map old predicates through the policy. */
+int kgx_script_accept_one(kgx_script_t *s, int job, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out,
+                          char *why, size_t whylen, char *err, size_t errlen);
 /* Releases the job. Unknown/0 ids are a no-op. */
 void kgx_script_job_free(kgx_script_t *s, int job);
 

@@ -54,6 +54,7 @@ struct kgx_policy_src {
     size_t nmods;
     char *name, *version;      /* set by the first load */
     char hook_where[KGX_HOOK_N][160];   /* "prompts/x.lua:41" where each Lua hook is defined, or "" */
+    int declares_default[KGX_HOOK_N];   /* named in the policy's `defaults` list */
 };
 
 /* One loaded policy: registry refs into its state. */

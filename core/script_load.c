@@ -170,6 +170,18 @@ const char *kgx_policy_src_hook_where(const kgx_policy_src_t *src, kgx_hook_t h)
     return src && h < KGX_HOOK_N ? src->hook_where[h] : "";
 }
 
+int kgx_policy_src_check_reload(const kgx_policy_src_t *old, const kgx_policy_src_t *fresh, char *err, size_t errlen)
+{
+    for (int h = 0; h < KGX_HOOK_LOAD; h++)
+        if (old->hook_where[h][0] && !fresh->hook_where[h][0] && !fresh->declares_default[h]) {
+            script_set_err(err, errlen, "%s: hook '%s' is gone (the running policy defines it, and without it the "
+                           "default applies); put it back, or declare defaults = { \"%s\" } to mean it",
+                           fresh->conf.path, hook_names[h], hook_names[h]);
+            return -1;
+        }
+    return 0;
+}
+
 int kgx_policy_src_timeout_ms(const kgx_policy_src_t *src) { return src ? src->conf.hook_timeout_ms : KGX_HOOK_TIMEOUT_MS; }
 
 const char *script_module_text(const kgx_policy_src_t *src, const char *name, size_t *len)
@@ -282,6 +294,17 @@ static int policy_load(script_vm_t *s, char *err, size_t errlen)
             if (lua_getinfo(L, ">S", &ar))                           /* pops fn */
                 snprintf(s->src->hook_where[h], sizeof s->src->hook_where[h], "%s:%d", ar.short_src, ar.linedefined);
         }
+        script_rawfield(L, env, "defaults");                    /* stack: ... defaults */
+        if (lua_istable(L, -1))
+            for (int i = 1;; i++) {
+                lua_rawgeti(L, -1, i);
+                if (lua_isnil(L, -1)) { lua_pop(L, 1); break; }
+                for (int h = 0; h < KGX_HOOK_LOAD; h++)
+                    if (lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), hook_names[h]))
+                        s->src->declares_default[h] = 1;
+                lua_pop(L, 1);
+            }
+        lua_pop(L, 1);
         s->src->sealed = 1;
     }
     s->log_name = s->src->name;

@@ -49,6 +49,12 @@ static void db_close(kgx_engine_t *e)
     e->db = NULL;
 }
 
+static void deleted_write_cb(int n, const char *err, const char *sqlstate, void *ud)
+{
+    (void)n; (void)sqlstate; (void)ud;
+    if (err) log_warn("retracting a deleted drawer's facts failed (retried after its lease): %s", err);
+}
+
 static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
@@ -63,9 +69,11 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
         if (stop)                  /* claimed while stopping: give them back at once */
             kgx_queue_unclaim(e->db, rows[i].drawer_id, rows[i].token, NULL, NULL);
         else if (rows[i].missing) {
-            log_warn("drawer=%s not found in mempalace_drawers: parked", rows[i].drawer_id);
-            kgx_queue_park(e->db, rows[i].drawer_id, rows[i].token, "drawer not found in mempalace_drawers", NULL, NULL);
-            kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+            /* the drawer is gone; the write retracts its facts and completes the row with status
+             * 'deleted' (a write error leaves the claim to its lease: the next claim tries again) */
+            log_info("drawer=%s not found in mempalace_drawers: retracting its facts (status deleted)", rows[i].drawer_id);
+            kgx_graph_write(e->db, e->cfg->graph, rows[i].drawer_id, e->worker_id, rows[i].token, "[]", NULL,
+                            deleted_write_cb, NULL);
         } else {
             job_new(e, &rows[i]);
         }

@@ -139,7 +139,7 @@ ok(wait_until(10, sub { (read_file($k->{errfile}) // '') =~ /waiting for the dat
     or diag(read_file($k->{errfile}));
 ok(!defined wait_pid($k->{pid}, 1.5), 'daemon, unreachable database: still running (retrying with backoff)');
 kill 'TERM', $k->{pid};
-my $st = wait_pid($k->{pid}, 10);
-is($st, 0, 'daemon waiting for the database: SIGTERM exits 0') or diag(read_file($k->{errfile}));
+my $wst = wait_pid($k->{pid}, 10);
+is($wst, 0, 'daemon waiting for the database: SIGTERM exits 0') or diag(read_file($k->{errfile}));
 
 done_testing();

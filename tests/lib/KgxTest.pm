@@ -16,6 +16,10 @@ package KgxTest;
 #   wait_until(10, sub { ...true when done... }) or fail('...');
 #
 # KGX_TEST_DSN, KGX_BIN, KGX_FAKE, KGX_ROOT come from scripts/run-tests. KGX_KEEP_DB=1 keeps databases.
+#
+# Quiet (tests/lib/KgxQuiet.pm): the test's standard error goes to its per-test log file, and every
+# kgx-run's and fake's output is appended there with a header when the process ends; a failing test
+# prints the log's end. Test::More's failure messages and diag() still reach the terminal.
 # psql rows: one per output line, columns joined by '|' (psql -A -t): avoid selecting values with newlines.
 use strict;
 use warnings;
@@ -36,6 +40,25 @@ my $CREATOR = $$;                 # END cleanup runs only in the process that lo
 my (@dbs, %fakes, %kgxs);
 my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 my $TMP = File::Temp->newdir('kgxtest-XXXXXX', TMPDIR => 1, CLEANUP => 1);
+
+# ------------------------------------------------------------------ the per-test log (KgxQuiet)
+use KgxQuiet ();
+my $LOG = KgxQuiet::log_path();
+sub test_log { $LOG }
+
+# append a finished process's output files to the log
+sub _log_output {
+    my ($what, @files) = @_;
+    return unless $LOG;
+    open(my $fh, '>>', $LOG) or return;
+    for my $f (@files) {
+        next unless defined $f && -s $f;
+        my $s = read_file($f);
+        $s .= "\n" unless $s =~ /\n\z/;
+        print $fh "--- $what: " . ($f =~ /err$/ ? 'stderr' : 'stdout') . "\n$s";
+    }
+    close $fh;
+}
 
 sub kgx_root { $ENV{KGX_ROOT} // do { require File::Basename; require Cwd;
     Cwd::abs_path(File::Basename::dirname(__FILE__) . '/../..') } }
@@ -216,7 +239,9 @@ sub stop_fake {
     my ($f) = @_;
     return unless $f && $fakes{$f->{pid}};
     delete $fakes{$f->{pid}};
-    return _kill_wait($f->{pid}, 'TERM', 5);
+    my $st = _kill_wait($f->{pid}, 'TERM', 5);
+    _log_output("fake-llama $f->{url} (pid $f->{pid})", $f->{log}, $f->{errlog});
+    return $st;
 }
 
 my $http = HTTP::Tiny->new(timeout => 10);
@@ -265,6 +290,7 @@ sub run_kgx {
              signal => defined $st ? $st & 127 : 9,
              out => read_file($out) // '', err => read_file($err) // '', timed_out => $timed_out ? 1 : 0);
     $r{err} .= "\n[KgxTest: killed after " . ($opt->{timeout} // 120) . " s timeout]\n" if $timed_out;
+    _log_output("kgx-run @args (pid $pid, rc $r{rc}" . ($r{signal} ? ", signal $r{signal}" : '') . ')', $out, $err);
     unlink grep { defined } $in, $out, $err;
     return \%r;
 }
@@ -276,24 +302,32 @@ sub spawn_kgx {
     my $in;
     if (defined $opt->{stdin}) { $in = _tmpname('in'); _write_file($in, $opt->{stdin}) }
     my $pid = _spawn([_kgx_bin(), @args], $in, $out, $err, $opt->{env});
-    $kgxs{$pid} = 1;
+    $kgxs{$pid} = { args => "@args", out => $out, err => $err };
     return { pid => $pid, errfile => $err, outfile => $out };
+}
+
+sub _log_spawned {
+    my ($pid, $st) = @_;
+    my $k = delete $kgxs{$pid};
+    return unless ref $k;
+    _log_output("kgx-run $k->{args} (pid $pid, " . (defined $st ? "status $st" : 'still running') . ')', $k->{out}, $k->{err});
 }
 
 # SIGTERM (or $sig), wait up to $grace seconds; returns the exit status or undef
 sub stop_kgx {
     my ($k, $sig, $grace) = @_;
     my $st = _kill_wait($k->{pid}, $sig // 'TERM', $grace // 15);
-    delete $kgxs{$k->{pid}};
+    _log_spawned($k->{pid}, $st);
     return $st;
 }
 
 END {
     my $keep_status = $?;
     if ($$ == $CREATOR) {
-        for my $pid (keys %kgxs) { kill 'KILL', $pid; waitpid($pid, 0) }
+        for my $pid (keys %kgxs) { kill 'KILL', $pid; waitpid($pid, 0); _log_spawned($pid, undef) }
         for my $f (values %fakes) { kill 'TERM', $f->{pid} }
-        for my $f (values %fakes) { wait_pid($f->{pid}, 3) // do { kill 'KILL', $f->{pid}; waitpid($f->{pid}, 0) } }
+        for my $f (values %fakes) { wait_pid($f->{pid}, 3) // do { kill 'KILL', $f->{pid}; waitpid($f->{pid}, 0) };
+                                    _log_output("fake-llama $f->{url} (pid $f->{pid})", $f->{log}, $f->{errlog}) }
         if (@dbs && !($ENV{KGX_KEEP_DB} // '')) {
             for my $db (@dbs) {
                 my ($ok, undef, $e) = eval { psql_ok(admin_dsn(), qq{DROP DATABASE IF EXISTS "$db" WITH (FORCE)}) };

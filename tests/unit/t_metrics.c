@@ -188,6 +188,21 @@ int main(void)
     is_str(kgx_metric_error_name(-1), "unknown", "out of range error name");
     is_str(kgx_metric_error_name(KGX_M_ERR__N), "unknown", "out of range error name (high)");
 
+    /* per-endpoint families: one sample per endpoint, label values escaped */
+    kgx_metrics_endpoint_t eps[2] = { { "http://127.0.0.1:8080", 1, 4, 3, 17 },
+                                      { "http://h/\"q\"\\x\n", 0, 0, 0, 0 } };
+    t = kgx_metrics_render_endpoints(NULL, eps, 2);
+    ok(t && strstr(t, "# TYPE kgx_endpoint_slots gauge\n"), "endpoint slots family");
+    ok(t && strstr(t, "kgx_endpoint_up{endpoint=\"http://127.0.0.1:8080\"} 1\n"), "endpoint up");
+    ok(t && strstr(t, "kgx_endpoint_slots{endpoint=\"http://127.0.0.1:8080\"} 4\n"), "endpoint slots");
+    ok(t && strstr(t, "kgx_endpoint_in_flight{endpoint=\"http://127.0.0.1:8080\"} 3\n"), "endpoint slots busy");
+    ok(t && strstr(t, "kgx_endpoint_requests_total{endpoint=\"http://127.0.0.1:8080\"} 17\n"), "endpoint requests");
+    ok(t && strstr(t, "kgx_endpoint_up{endpoint=\"http://h/\\\"q\\\"\\\\x\\n\"} 0\n"), "label value escaped");
+    free(t);
+    t = kgx_metrics_render(NULL);
+    ok(t && !strstr(t, "kgx_endpoint_"), "no endpoint families without endpoints");
+    free(t);
+
     kgx_metrics_reset();
     t = kgx_metrics_render(NULL);
     read_hist(t, "kgx_llm_latency_seconds", &h);
