@@ -343,8 +343,8 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
         kgx_graph_triple_json(&j->triples, t, (long)idx);
         j->n_triples++;
         j->kept++;
-    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
     }
+    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
     j->dropped += (long long)r->n_drops;
     kgx_metrics.triples_dropped += r->n_drops;
     if (e->sink->result) e->sink->result(j, idx, r);
