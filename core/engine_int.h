@@ -63,6 +63,7 @@ struct job {
     int split_done;
     kgx_policy_src_t *src;      /* the policy text this attempt started with (ref) */
     kgx_hook_call_t *split_call;
+    kgx_drawer_box_t *box;      /* the drawer as its hook calls share it (this attempt's) */
     kgx_chunk_t *texts;         /* split's chunks */
     size_t nchunks_texts;
     chunk_t *chunks;

@@ -40,7 +40,8 @@ struct kgx_hook_call {
     call_kind_t kind;
     kgx_hooks_t *h;
     kgx_policy_src_t *src;           /* owned ref */
-    kgx_drawer_t *drawer;            /* owned copy */
+    kgx_drawer_box_t *box;           /* a reference */
+    const kgx_drawer_t *drawer;      /* box's drawer */
     kgx_chunk_t chunk;               /* owned copy; text NULL: no chunk */
     kgx_ctx_t ctx;
     char *endpoint;                  /* ctx.endpoint's copy */
@@ -89,13 +90,31 @@ struct kgx_hooks {
 /* A pool left behind with stuck threads still running: they lock its mutex when they return. */
 static kgx_hooks_t *leaked_pools[8];
 
+struct kgx_drawer_box { atomic_int refs; kgx_drawer_t *d; };
+
+kgx_drawer_box_t *kgx_drawer_box_new(const kgx_drawer_t *d)
+{
+    kgx_drawer_box_t *b = malloc(sizeof *b);
+    if (!b) return NULL;
+    if (!(b->d = kgx_drawer_dup(d))) { free(b); return NULL; }
+    atomic_init(&b->refs, 1);
+    return b;
+}
+
+void kgx_drawer_box_unref(kgx_drawer_box_t *b)
+{
+    if (!b || atomic_fetch_sub(&b->refs, 1) != 1) return;
+    free(b->d);
+    free(b);
+}
+
 static uint64_t mono_ms(void) { return uv_hrtime() / 1000000u; }
 
 static void call_free(kgx_hook_call_t *c)
 {
     if (!c) return;
     kgx_policy_src_unref(c->src);
-    free(c->drawer);
+    kgx_drawer_box_unref(c->box);
     free(c->chunk.text);
     free(c->endpoint);
     free(c->body);
@@ -429,7 +448,7 @@ int kgx_hooks_abandoned(kgx_hooks_t *h)
     return n;
 }
 
-static kgx_hook_call_t *call_new(kgx_hooks_t *h, call_kind_t kind, kgx_policy_src_t *src, const kgx_drawer_t *d,
+static kgx_hook_call_t *call_new(kgx_hooks_t *h, call_kind_t kind, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                  const char *logctx, kgx_hook_cb cb, void *ud)
 {
     kgx_hook_call_t *c = calloc(1, sizeof *c);
@@ -440,9 +459,10 @@ static kgx_hook_call_t *call_new(kgx_hooks_t *h, call_kind_t kind, kgx_policy_sr
     c->cb = cb;
     c->ud = ud;
     if (logctx) snprintf(c->logctx, sizeof c->logctx, "%s", logctx);
-    if (d && !(c->drawer = kgx_drawer_dup(d))) {
-        call_free(c);
-        return NULL;
+    if (d) {
+        atomic_fetch_add(&d->refs, 1);
+        c->box = d;
+        c->drawer = d->d;
     }
     return c;
 }
@@ -481,27 +501,30 @@ static kgx_hook_call_t *submit(kgx_hooks_t *h, kgx_hook_call_t *c)
     return c;
 }
 
-kgx_hook_call_t *kgx_hooks_split(kgx_hooks_t *h, kgx_policy_src_t *src, const kgx_drawer_t *d,
+kgx_hook_call_t *kgx_hooks_split(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                  const kgx_ctx_t *ctx, const char *logctx, kgx_hook_cb cb, void *ud)
 {
+    if (!d) return NULL;
     kgx_hook_call_t *c = call_new(h, CALL_SPLIT, src, d, logctx, cb, ud);
     if (!c || set_ctx(c, ctx) != 0) { call_free(c); return NULL; }
     return submit(h, c);
 }
 
-kgx_hook_call_t *kgx_hooks_request(kgx_hooks_t *h, kgx_policy_src_t *src, const kgx_drawer_t *d,
+kgx_hook_call_t *kgx_hooks_request(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                    const kgx_chunk_t *ch, const kgx_ctx_t *ctx, const char *logctx,
                                    kgx_hook_cb cb, void *ud)
 {
+    if (!d) return NULL;
     kgx_hook_call_t *c = call_new(h, CALL_REQUEST, src, d, logctx, cb, ud);
     if (!c || set_ctx(c, ctx) != 0 || set_chunk(c, ch) != 0) { call_free(c); return NULL; }
     return submit(h, c);
 }
 
-kgx_hook_call_t *kgx_hooks_answer(kgx_hooks_t *h, kgx_policy_src_t *src, const kgx_drawer_t *d,
+kgx_hook_call_t *kgx_hooks_answer(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                   const kgx_chunk_t *ch, const char *body, size_t len, const char *logctx,
                                   kgx_hook_cb cb, void *ud)
 {
+    if (!d) return NULL;
     kgx_hook_call_t *c = call_new(h, CALL_ANSWER, src, d, logctx, cb, ud);
     if (!c || set_chunk(c, ch) != 0 || !(c->body = malloc(len + 1))) { call_free(c); return NULL; }
     if (len) memcpy(c->body, body, len);

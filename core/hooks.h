@@ -32,6 +32,12 @@
 typedef struct kgx_hooks kgx_hooks_t;
 typedef struct kgx_hook_call kgx_hook_call_t;
 
+/* One drawer shared by its hook calls (refcounted, immutable): a 10 MB drawer split into 1,000
+ * chunks is not copied for each request and parse. Any thread may drop a reference. */
+typedef struct kgx_drawer_box kgx_drawer_box_t;
+kgx_drawer_box_t *kgx_drawer_box_new(const kgx_drawer_t *d);   /* refcount 1; NULL on out of memory */
+void kgx_drawer_box_unref(kgx_drawer_box_t *b);                 /* NULL ok */
+
 /* What a call gave. The callback may take the outputs (then clear what it took: NULL / zero). */
 typedef struct {
     int rc;                      /* 0, or -1 with err and failed */
@@ -63,12 +69,12 @@ int kgx_hooks_abandoned(kgx_hooks_t *h);                       /* stuck threads 
 
 /* Submit one hook call on copies of the inputs (src NULL: the current text). logctx prefixes the
  * thread's log lines ("drawer=… attempt=…"). NULL only on out of memory (cb never called). */
-kgx_hook_call_t *kgx_hooks_split(kgx_hooks_t *h, kgx_policy_src_t *src, const kgx_drawer_t *d,
+kgx_hook_call_t *kgx_hooks_split(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                  const kgx_ctx_t *ctx, const char *logctx, kgx_hook_cb cb, void *ud);
-kgx_hook_call_t *kgx_hooks_request(kgx_hooks_t *h, kgx_policy_src_t *src, const kgx_drawer_t *d,
+kgx_hook_call_t *kgx_hooks_request(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                    const kgx_chunk_t *c, const kgx_ctx_t *ctx, const char *logctx,
                                    kgx_hook_cb cb, void *ud);
-kgx_hook_call_t *kgx_hooks_answer(kgx_hooks_t *h, kgx_policy_src_t *src, const kgx_drawer_t *d,
+kgx_hook_call_t *kgx_hooks_answer(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                   const kgx_chunk_t *c, const char *body, size_t len, const char *logctx,
                                   kgx_hook_cb cb, void *ud);
 /* Re-reads the policy file and loads it on a hook thread; on success it becomes the current text.

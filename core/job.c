@@ -134,6 +134,8 @@ static void job_reset_chunks(job_t *j)
     j->split_done = 0;
     kgx_hooks_cancel(j->split_call);
     j->split_call = NULL;
+    kgx_drawer_box_unref(j->box);
+    j->box = NULL;
     kgx_chunks_free(j->texts, j->nchunks_texts);
     j->texts = NULL;
     j->nchunks_texts = 0;
@@ -260,7 +262,11 @@ void job_split(job_t *j)
     kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
     char lc[240];
     job_set_state(j, JOB_SPLITTING);
-    j->split_call = kgx_hooks_split(e->hooks, j->src, &d, &ctx, job_context(j, lc, sizeof lc), split_cb, j);
+    kgx_drawer_box_unref(j->box);
+    j->box = kgx_drawer_box_new(&d);
+    if (j->box) kgx_budget_split_done(e, j);   /* budget: the box holds the text now; the row's copy goes */
+    j->split_call = j->box ? kgx_hooks_split(e->hooks, j->src, j->box, &ctx, job_context(j, lc, sizeof lc), split_cb, j)
+                           : NULL;
     if (!j->split_call) job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
 }
 
@@ -478,10 +484,9 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     c->ms = r->total_ms;
     c->pt = pt;
     c->ct = ct;
-    kgx_drawer_t d = job_drawer(j);
     char lc[240];
     c->state = CH_PARSE;
-    c->call = kgx_hooks_answer(e->hooks, j->src, &d, &j->texts[c->idx], r->body, r->body_len,
+    c->call = kgx_hooks_answer(e->hooks, j->src, j->box, &j->texts[c->idx], r->body, r->body_len,
                                job_context(j, lc, sizeof lc), answer_cb, c);
     if (!c->call) {
         c->state = CH_PENDING;
@@ -526,7 +531,6 @@ static void request_cb(kgx_hook_outcome_t *o, void *ud)
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
 {
     kgx_ctx_t ctx = { ep->n_ctx ? ep->n_ctx : kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, ep->base };
-    kgx_drawer_t d = job_drawer(j);
     char lc[240];
     /* the slot is taken now: the request hook runs for this endpoint */
     c->state = CH_REQUEST;
@@ -534,7 +538,7 @@ void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
     ep->in_flight++;
     e->in_flight++;
     kgx_metrics.in_flight = e->in_flight;
-    c->call = kgx_hooks_request(e->hooks, j->src, &d, &j->texts[c->idx], &ctx, job_context(j, lc, sizeof lc),
+    c->call = kgx_hooks_request(e->hooks, j->src, j->box, &j->texts[c->idx], &ctx, job_context(j, lc, sizeof lc),
                                 request_cb, c);
     if (!c->call) {
         chunk_release(j, c);

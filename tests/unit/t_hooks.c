@@ -52,7 +52,10 @@ static void run_until(int *flag, double deadline)
 static kgx_hook_call_t *answer(kgx_hooks_t *h, const char *body, res_t *r)
 {
     kgx_drawer_t d = { .id = "d1", .document = body, .document_len = strlen(body) };
-    return kgx_hooks_answer(h, NULL, &d, NULL, body, strlen(body), "drawer=d1 attempt=1", cb, r);
+    kgx_drawer_box_t *b = kgx_drawer_box_new(&d);
+    kgx_hook_call_t *c = kgx_hooks_answer(h, NULL, b, NULL, body, strlen(body), "drawer=d1 attempt=1", cb, r);
+    kgx_drawer_box_unref(b);
+    return c;
 }
 
 int main(void)
@@ -116,7 +119,9 @@ int main(void)
     /* cancel: never calls back */
     int never = 0;
     kgx_drawer_t d = { .id = "d2", .document = "x", .document_len = 1 };
-    for (int i = 0; i < 10; i++) kgx_hooks_cancel(kgx_hooks_answer(h, NULL, &d, NULL, "dave", 4, NULL, never_cb, &never));
+    kgx_drawer_box_t *db = kgx_drawer_box_new(&d);
+    for (int i = 0; i < 10; i++) kgx_hooks_cancel(kgx_hooks_answer(h, NULL, db, NULL, "dave", 4, NULL, never_cb, &never));
+    kgx_drawer_box_unref(db);
     res_t last = { 0 };
     answer(h, "erin", &last);
     run_until(&last.done, now_s() + 5);
