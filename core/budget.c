@@ -108,7 +108,7 @@ static void text_cb(int status, char *text, size_t len, int pieces, const char *
             snprintf(msg, sizeof msg, "reading the drawer's text failed %d times: %s", j->row.text_failures,
                      err ? err : "database error");
             j->row.text_failures = 0;
-            job_charge(j, KGX_M_ERR_DB, msg);
+            job_charge(j, KGX_OUT_DB, msg);   /* [core] outcome, not metric */
         } else {
             log_warn("drawer=%s reading its text failed: %s", j->row.drawer_id, err ? err : "?");
             j->not_before = kgx_engine_now(e) + 1000;
@@ -121,10 +121,10 @@ static void text_cb(int status, char *text, size_t len, int pieces, const char *
 void kgx_budget_admit(kgx_engine_t *e)
 {
     kgx_budget_t *b = &e->budget;
-    if (!e->db || e->stopping) return;
+    if (!e->db || kgx_engine_stopping(e)) return;
     uint64_t now = kgx_engine_now(e);
     for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
-        if (j->state != JOB_ACTIVE || j->row.text_pending != 1 || j->not_before > now) continue;
+        if (j->state != JOB_WAIT_SPLIT || j->row.text_pending != 1 || j->not_before > now) continue;
         /* a re-read for a new split keeps the charge it holds; a first read must fit */
         size_t cost = j->row.budget_held ? 0 : kgx_budget_cost(j->row.document_len);
         if (cost && !kgx_budget_fits(b, cost)) break;   /* claim order: later drawers wait behind it */
