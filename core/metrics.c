@@ -193,6 +193,9 @@ char *kgx_metrics_render(size_t *len)
     put(&b, "kgx_retries_total %llu\n", m->retries);
     head(&b, "kgx_llm_requests_total", "counter", "LLM requests sent.");
     put(&b, "kgx_llm_requests_total %llu\n", m->llm_requests);
+    /* economy (issue 14) */
+    head(&b, "kgx_llm_chunks_skipped_total", "counter", "Chunks the policy's skip hook completed with no LLM request.");
+    put(&b, "kgx_llm_chunks_skipped_total %llu\n", m->llm_chunks_skipped);
 
     head(&b, "kgx_in_flight", "gauge", "LLM requests in flight.");
     put(&b, "kgx_in_flight %lld\n", m->in_flight);

@@ -35,8 +35,9 @@
 #define MAX_MODULE_NAME 128
 #define DEFAULT_CONFIDENCE 0.7
 
-enum { HOOK_SPLIT, HOOK_REQUEST, HOOK_PARSE, HOOK_ACCEPT, HOOK_N };
-static const char *const hook_names[HOOK_N] = { "split", "request", "parse", "accept" };
+/* skip (issue 14): optional; missing = plugins/text.lua's skip (factless check), false = off */
+enum { HOOK_SPLIT, HOOK_REQUEST, HOOK_PARSE, HOOK_ACCEPT, HOOK_SKIP, HOOK_N };
+static const char *const hook_names[HOOK_N] = { "split", "request", "parse", "accept", "skip" };
 
 /* Registry keys (addresses are unique). */
 static char script_key;     /* registry[&script_key] = lightuserdata(kgx_script_t *) */
@@ -645,6 +646,23 @@ static int env_string(lua_State *L, int env, const char *key, const char *def, c
     return 0;
 }
 
+/* economy (issue 14): the default `skip` hook is plugins/text.lua's skip(chunk), required in the
+ * policy's own load so a policy dir with its own text.lua gets its own. No such plugin: no skipping. */
+static void default_skip(kgx_script_t *s, int load, kgx_policy_t *p)
+{
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    char err[512];
+    rawfield(L, load, "require");
+    lua_pushstring(L, "text");                              /* stack: require "text" */
+    arm(s, "load of %s", "plugins/text.lua");
+    if (call_guarded(s, 1, 1, NULL, err, sizeof err) == 0 && lua_istable(L, -1)) {
+        rawfield(L, -1, "skip");                            /* stack: text skip */
+        if (lua_isfunction(L, -1)) p->hook[HOOK_SKIP] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_settop(L, top);
+}
+
 /* Loads the policy file into a fresh env; fills *p (refs + strings). On error *p is left clear. */
 static int policy_load(kgx_script_t *s, kgx_policy_t *p, char *err, size_t errlen)
 {
@@ -689,13 +707,16 @@ static int policy_load(kgx_script_t *s, kgx_policy_t *p, char *err, size_t errle
     for (int h = 0; h < HOOK_N; h++) {
         lua_pushstring(L, hook_names[h]);
         lua_rawget(L, env);
-        int t = lua_type(L, -1);
+        int t = lua_type(L, -1), skip_on = lua_toboolean(L, -1);
         if (t == LUA_TFUNCTION) {
             p->hook[h] = luaL_ref(L, LUA_REGISTRYINDEX);
             continue;
         }
         lua_pop(L, 1);
         if (t == LUA_TNIL && (h == HOOK_SPLIT || h == HOOK_ACCEPT)) continue;
+        /* economy (issue 14): no `skip` → the text plugin's default; `skip = false` → none */
+        if (h == HOOK_SKIP && t == LUA_TNIL) { default_skip(s, load, p); continue; }
+        if (h == HOOK_SKIP && t == LUA_TBOOLEAN && !skip_on) continue;
         if (t == LUA_TNIL) set_err(err, errlen, "%s: hook '%s' missing", s->path, hook_names[h]);
         else set_err(err, errlen, "%s: hook '%s' must be a function (got %s)", s->path, hook_names[h],
                      lua_typename(L, t));
@@ -1028,14 +1049,57 @@ int kgx_script_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ct
         }
         lua_remove(L, res);                                 /* stack: drawer chunks */
     }
+    /* economy (issue 14): chunks the skip hook calls factless leave the list: no request for them */
+    size_t skipped = 0;
+    if (n && s->pol.hook[HOOK_SKIP] != LUA_NOREF) {
+        int chunks = lua_gettop(L);
+        lua_createtable(L, (int)n, 0);                      /* stack: drawer chunks kept */
+        size_t k = 0;
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[HOOK_SKIP]);
+            lua_rawgeti(L, chunks, (int)i);
+            lua_pushvalue(L, drawer);                       /* stack: … kept skip chunk drawer */
+            if (call_hook(s, HOOK_SKIP, 2, 1, err, errlen) != 0) { name_hook(s, HOOK_SKIP, err, errlen); goto fail_named; }
+            if (lua_toboolean(L, -1)) {
+                skipped++;
+                log_debug("chunk=%zu skipped, no request: %s", i - 1,
+                          lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "skip hook said so");
+            } else {
+                lua_rawgeti(L, chunks, (int)i);
+                lua_rawseti(L, -3, (int)++k);
+            }
+            lua_pop(L, 1);
+        }
+        lua_remove(L, chunks);                              /* stack: drawer kept */
+        n = k;
+    }
     int ref = make_job(L);
+    if (skipped) {                                          /* job.skipped, read by kgx_script_job_skipped */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+        lua_pushnumber(L, (lua_Number)skipped);
+        lua_setfield(L, -2, "skipped");
+    }
     lua_settop(L, top);
     if (nchunks) *nchunks = n;
     return ref;
 fail:
-    lua_settop(L, top);
     name_hook(s, HOOK_SPLIT, err, errlen);
+fail_named:
+    lua_settop(L, top);
     return -1;
+}
+
+/* economy (issue 14) */
+size_t kgx_script_job_skipped(kgx_script_t *s, int job)
+{
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    size_t n = 0;
+    if (push_job(s, job) != 0) return 0;
+    rawfield(L, -1, "skipped");
+    if (lua_type(L, -1) == LUA_TNUMBER) n = (size_t)lua_tonumber(L, -1);
+    lua_settop(L, top);
+    return n;
 }
 
 int kgx_script_job_new(kgx_script_t *s, const kgx_drawer_t *d, char *err, size_t errlen)

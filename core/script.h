@@ -8,6 +8,9 @@
  *   request(chunk, drawer, ctx)   -> { path=..., body=table-or-string, timeout_ms=? }   (required)
  *   parse(body, chunk, drawer)    -> list of raw triples;                                (required)
  *   accept(triple, drawer)        -> triple to write, or nil, reason; default: keep as is
+ *   skip(chunk, drawer)           -> a reason (truthy) to complete the chunk with no LLM request, or
+ *                                    nil; default: plugins/text.lua's skip (fewer than 3 letters outside
+ *                                    markup); `skip = false` turns it off. Run right after split.
  *
  * Metadata globals `name` and `version` (strings) name the policy in logs, status and stored answers.
  * A hook global of the wrong type is a load error naming file and hook. Every call runs under
@@ -104,6 +107,8 @@ void kgx_script_set_n_ctx(kgx_script_t *s, int n_ctx);
  * (0 is allowed: nothing to ask). On error returns -1 with err set. */
 int kgx_script_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ctx,
                      size_t *nchunks, char *err, size_t errlen);
+/* Chunks of the job that split's skip hook completed without a request (they are not in *nchunks). */
+size_t kgx_script_job_skipped(kgx_script_t *s, int job);
 /* Creates a job without running split (used by --reapply: stored answers are re-parsed with
  * chunk = nil). Returns the ref (>0) or -1 with err set. */
 int kgx_script_job_new(kgx_script_t *s, const kgx_drawer_t *d, char *err, size_t errlen);
