@@ -1,6 +1,6 @@
 -- parse — tolerant triple parser for llama-server answers.
 --
---   parse.parse(body) -> list of raw triples | nil, reason
+--   parse.parse(body) -> list of raw triples, "whole" | nil, reason
 --   parse.content(body) -> the model's text (or an already decoded value) | nil, reason
 --   parse.triples(text_or_value) -> list | nil, reason
 --   parse.normalise(item) -> { subject=, predicate=, object=, confidence=, _drop=? }
@@ -9,12 +9,18 @@
 -- ({"choices":[{"message":{"content": …}}]}) or — for stored answers and tests — the model's text
 -- itself. The model's text may be a bare JSON array, an object holding the list under `triples`,
 -- `facts`, `result`, `results` or `data`, a single triple object, ```json fenced, wrapped in prose,
--- padded with whitespace, or a list of [s, p, o(, conf)] arrays. An answer cut short (stop_type
--- "limit") keeps the complete triple objects it contains; JSON that breaks off without the server
--- saying it cut it is "incomplete" (nil, reason: retried).
+-- padded with whitespace, or a list of [s, p, o(, conf)] arrays.
 --
--- nil, reason means "unparseable": an error envelope, empty content, or no JSON at all. The host
--- must retry such a drawer — it is a failure, never "0 facts". A valid empty list is {} (0 facts).
+-- Whole or nothing: a list is returned only when it parses to its end (its closing bracket is
+-- there), and then with the verdict "whole". A list that breaks off — whatever wraps it — gives
+-- nil, "incomplete JSON: …", never the run of complete objects before the break: those look like
+-- an answer while the rest of the facts are simply gone. The host combines this verdict with how
+-- the server ended the answer (docs/policy.md, "whole answers"): a cut at n_predict, a full
+-- context or a broken connection is never a partial success. tests/lua/parse_prefix.lua proves it
+-- over every prefix of every accepted shape.
+--
+-- nil, reason means "not a whole answer": an error envelope, empty content, no JSON, or JSON that
+-- breaks off. The host must retry such a chunk — never "0 facts". A valid empty list is {}, "whole".
 --
 -- Every function is linear in the size of its input and never raises on any input: wrong types are
 -- passed on (accept rejects them with a reason) or marked with `_drop = reason`.
@@ -50,10 +56,6 @@ end
 local trim = require("text").trim
 M.trim = trim
 
-local function warn(msg)
-    if kgx and kgx.log then pcall(kgx.log, "warn", msg) end
-end
-
 -- The model's content from a response body. Returns a string (text to parse) or a decoded table.
 function M.content(body)
     if type(body) == "table" then return body end
@@ -72,22 +74,18 @@ function M.content(body)
         local code = type(e) == "table" and e.code
         return nil, "llm error" .. (type(code) == "number" and (" " .. code) or "") .. ": " .. tostring(msg)
     end
-    local content, truncated
+    local content
     if v.content ~= nil then                        -- /completion
         content = v.content
-        truncated = v.stop_type == "limit" or v.truncated == true
     elseif type(v.choices) == "table" then          -- /v1/chat/completions
         local c = v.choices[1]
         if type(c) ~= "table" then return nil, "chat answer without choices" end
         local msg = c.message
         if type(msg) == "table" then content = msg.content else content = c.text end
-        truncated = c.finish_reason == "length"
         if is_null(content) then return nil, "chat answer without message content" end
     else
         return v                                    -- no envelope: the model's JSON object itself
     end
-    if truncated then warn("llm answer was cut at n_predict; keeping its complete triples") end
-    M.last_truncated = truncated and true or false
     if is_null(content) then return nil, "answer without content" end
     if type(content) ~= "string" then
         if type(content) == "table" then return content end
@@ -100,8 +98,10 @@ end
 -- string-aware inside brackets (quotes in the prose outside are ignored), backslash escapes.
 -- Returns the top-level balanced regions as {i, j} pairs in text order, at most `limit`: a
 -- region closed later that encloses earlier ones replaces them, so `[ {…}, {…}, {…` (an answer
--- cut short) yields the complete objects, and `[{…}]` yields the array. A mismatched closer
--- empties the stack. Every region is pushed and popped at most once: linear time.
+-- cut short) yields the complete objects, and `[{…}]` yields the array. Second result: the
+-- position of the outermost opener still open at the end (nil when everything closed) — a region
+-- after it lies inside JSON that breaks off. A mismatched closer empties the stack. Every region
+-- is pushed and popped at most once: linear time.
 local function regions(s, limit, from)
     local done = {}            -- matched regions, non-nested, in text order
     local closer, opened = {}, {}
@@ -118,7 +118,7 @@ local function regions(s, limit, from)
                 if not r then q = nil; break end
                 if byte(s, r) == 92 then q = r + 2 else q = r; break end
             end
-            if not q then break end
+            if not q then pos = #s + 1; break end
             pos = q + 1
         elseif c == 91 or c == 123 then
             depth = depth + 1
@@ -137,12 +137,13 @@ local function regions(s, limit, from)
             pos = p + 1
         end
     end
+    local open = depth > 0 and opened[1] or nil
     if #done > limit then
         local out = {}
         for i = 1, limit do out[i] = done[i] end
-        return out
+        return out, open
     end
-    return done
+    return done, open
 end
 M._regions = regions
 
@@ -217,32 +218,47 @@ local function strip_fence(s)
     return sub(s, start, (c or #s + 1) - 1)
 end
 
--- The first usable JSON in prose: top-level balanced regions tried in order; complete triple
--- objects that follow a triple object (an array cut short) are gathered too. When the scan is
--- misled (a stray quote or bracket in the prose swallows the rest), it restarts after the first
--- opener, at most M.max_restarts times: linear time overall.
+-- A decoded list that is one [s, p, o(, conf)] triple rather than a list of triples.
+local function scalar_list(x)
+    return is_list(x) and x[1] ~= nil and type(x[1]) ~= "table"
+end
+
+-- The first usable JSON in prose: top-level balanced regions tried in order. A region that is a
+-- list of triples, or an object holding one, is the answer — even inside a stray opener of the
+-- prose. A region that is a single triple (an object, or a [s, p, o] array) is the answer only when
+-- nothing before it is left open: inside an unclosed list it is one element of an answer that
+-- broke off, and taking it would be the partial success this parser must never give. When the
+-- scan is misled (a stray quote or bracket in the prose swallows the rest), it restarts after the
+-- first opener, at most M.max_restarts times: linear time overall.
 M.max_restarts = 8
 local function scan(text)
     local why = "no JSON in answer"
     local from = 1
     for _ = 0, M.max_restarts do
-        local rs = regions(text, M.max_candidates, from)
+        local rs, open = regions(text, M.max_candidates, from)
         for k, r in ipairs(rs) do
             local x = decode(sub(text, r[1], r[2]))
             if type(x) == "table" then
-                if looks_like_triple(x) and not is_list(x) then
-                    local got = { x }
-                    for k2 = k + 1, #rs do
-                        local y = decode(sub(text, rs[k2][1], rs[k2][2]))
-                        if looks_like_triple(y) and not is_list(y) then got[#got + 1] = y else break end
-                    end
-                    return got
+                local single = scalar_list(x) or (not is_list(x) and looks_like_triple(x))
+                if single and open and open < r[1] then
+                    return nil, "incomplete JSON: the answer's list breaks off after its complete items"
                 end
-                local l = list_of(x)
-                if l then return l end
-                why = "answer JSON object holds no triple list"
+                if single and not is_list(x) then
+                    -- one triple object is an answer; several side by side are not one list
+                    local nxt = rs[k + 1] and decode(sub(text, rs[k + 1][1], rs[k + 1][2]))
+                    if looks_like_triple(nxt) then
+                        return nil, "several separate triple objects, not one list: not a whole answer"
+                    end
+                    return { x }
+                end
+                if not scalar_list(x) or #x >= 3 then
+                    local l = list_of(x)
+                    if l then return l end
+                    why = "answer JSON object holds no triple list"
+                end
             end
         end
+        if open and #rs == 0 then why = "incomplete JSON: the answer stops before its end" end
         local first = find(text, "[%[{]", from)
         if not first then break end
         from = first + 1
@@ -262,19 +278,14 @@ function M.triples(content, depth)
         v = nil
         local c1 = byte(text, 1)
         if c1 == 91 or c1 == 123 or c1 == 34 then v = decode(text) end
-        if v == nil and (c1 == 91 or c1 == 123) and not M.last_truncated then
-            -- JSON that starts but never closes, without the server saying it cut the answer:
-            -- the answer broke off (truncated transfer, crashed generation). Its complete-looking
-            -- objects are not the whole answer: a failure to retry, never a partial success.
+        if v == nil and (c1 == 91 or c1 == 123) then
+            -- JSON that starts but never closes: the answer broke off (n_predict, a full context,
+            -- a broken transfer). Its complete-looking objects are not the whole answer.
             local rs = regions(text, 1, 1)
             if not rs[1] or rs[1][1] ~= 1 then return nil, "incomplete JSON: the answer stops before its end" end
         end
         if v == nil then
             local got, why = scan(text)
-            if not got and M.last_truncated then
-                why = "answer cut at n_predict before its first complete triple (" .. why ..
-                      "): raise n_predict or the slot's context"
-            end
             if not got then return nil, why end
             v = got
         end
@@ -287,16 +298,14 @@ function M.triples(content, depth)
     return out
 end
 
+-- The verdict "whole" goes beside the list: the host counts a chunk only on a whole answer that
+-- the server also ended itself (docs/policy.md).
 function M.parse(body)
-    M.last_truncated = false
     local c, err = M.content(body)
     if c == nil then return nil, err end
     local list, err2 = M.triples(c)
-    if list and M.last_truncated then
-        -- not silent: the drop log shows that facts after the cut were lost
-        list[#list + 1] = { _drop = "answer cut at n_predict: triples after the cut are lost" }
-    end
-    return list, err2
+    if not list then return nil, err2 end
+    return list, "whole"
 end
 
 return M

@@ -50,16 +50,22 @@ local shapes = {
     { "double-encoded", cjson.encode(arr), { T1, T2 } },
 }
 
--- JSON that breaks off without the server saying it cut the answer is incomplete: retried, never
--- taken as a partial success (the same text with stop_type "limit" keeps its complete triples, below).
+-- JSON that breaks off is incomplete whatever the server said about it: never a partial success.
 local broken = '{"triples":[{"subject":"Alice","predicate":"works_on","object":"Apollo","confidence":90},{"subject":"Billing","predicate":"depends_on","object":"Postgres"},{"subject":"Ca'
 for _, env in ipairs({ { "completion", completion }, { "chat", chat }, { "raw", function(s) return s end } }) do
     local list, err = parse.parse(env[2](broken))
     t.ok(list == nil and tostring(err):find("incomplete", 1, true), "broken-off JSON is incomplete (" .. env[1] .. "): " .. tostring(err))
+    list, err = parse.parse(env[2]("Here are the facts I found:\n" .. broken:sub(12)))
+    t.ok(list == nil and tostring(err):find("incomplete", 1, true), "broken-off list after prose is incomplete (" .. env[1] .. "): " .. tostring(err))
 end
-local kept = parse.parse(completion(broken, { stop_type = "limit" }))
-t.ok(kept and #kept == 3 and kept[1].subject == "Alice" and kept[2].subject == "Billing" and kept[3]._drop,
-     "the same text cut at n_predict keeps its complete triples and says what was lost")
+local kept, why = parse.parse(completion(broken, { stop_type = "limit" }))
+t.ok(kept == nil and why:find("incomplete", 1, true), "the same text cut at n_predict is incomplete too: nothing kept")
+local _, verdict = parse.parse(completion(arr))
+t.is(verdict, "whole", "a list that parses to its end comes with the verdict whole")
+_, verdict = parse.parse(completion("[]"))
+t.is(verdict, "whole", "an empty list is whole")
+local sep, sep_why = parse.parse('{"subject":"A","predicate":"uses","object":"B"} and {"subject":"C","predicate":"uses","object":"D"}')
+t.ok(sep == nil and sep_why:find("several", 1, true), "separate triple objects side by side are not one whole list")
 
 for _, c in ipairs(shapes) do
     for _, env in ipairs({ { "completion", completion }, { "chat", chat }, { "raw", function(s) return s end } }) do
@@ -68,10 +74,9 @@ for _, c in ipairs(shapes) do
     end
 end
 
--- an answer cut at n_predict keeps its complete triples and records the loss as a drop
-local cut = parse.parse(completion('[{"subject":"Alice","predicate":"works_on","object":"Apollo","confidence":90},{"subj', { stop_type = "limit", truncated = true }))
-t.is(cut and #cut, 2, "cut answer: 1 triple + 1 marker")
-t.like(cut and cut[2]._drop, "cut at n_predict", "cut answer: loss recorded")
+-- an answer cut at n_predict keeps nothing: the host splits the chunk and asks again
+local cut, cut_why = parse.parse(completion('[{"subject":"Alice","predicate":"works_on","object":"Apollo","confidence":90},{"subj', { stop_type = "limit", truncated = true }))
+t.ok(cut == nil and cut_why:find("incomplete", 1, true), "cut answer: not a partial success")
 
 -- confidence normalisation
 t.is(parse.confidence(0.4), 0.4, "conf 0..1 kept")
