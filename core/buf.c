@@ -1,5 +1,6 @@
 /* buf — see buf.h. */
 #include "buf.h"
+#include "utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,26 +42,6 @@ void kgx_buf_printf(kgx_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t left)
-{
-    unsigned c = s[0];
-    size_t n;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) { n = 2; min = 0x80; c &= 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { n = 3; min = 0x800; c &= 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { n = 4; min = 0x10000; c &= 0x07; }
-    else return 0;
-    if (n > left) return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
-    return n;
-}
-
 void kgx_buf_json_strn(kgx_buf_t *b, const char *s, size_t len)
 {
     const unsigned char *u = (const unsigned char *)s;
@@ -91,7 +72,7 @@ void kgx_buf_json_strn(kgx_buf_t *b, const char *s, size_t len)
             kgx_buf_add(b, &u[i], 1);
             i++;
         } else {
-            size_t n = utf8_seq(u + i, len - i);
+            size_t n = kgx_utf8_seq(u + i, len - i);
             if (n) {
                 kgx_buf_add(b, &u[i], n);
                 i += n;

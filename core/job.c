@@ -129,7 +129,7 @@ void job_split(job_t *j)
         return;
     }
     j->script_job = ref;
-    kgx_metrics.llm_chunks_skipped += kgx_script_job_skipped(e->script, ref);   /* economy (issue 14) */
+    kgx_metrics.llm_chunks_skipped += kgx_script_skipped_last(e->script);   /* economy (issue 14) */
     j->nchunks = n;
     j->ndone = 0;
     j->chunks = calloc(n ? n : 1, sizeof *j->chunks);

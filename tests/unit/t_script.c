@@ -425,10 +425,16 @@ static void test_watchdog(void)
     s = load_opts(P "hooks.lua", 10000, (size_t)64 << 20);
     if (!s) { ok(0, "load: %s", err); return; }
     t0 = now_ms();
-    ok(split_doc(s, "hog", &n) == -1 && has(err, "watchdog: hook 'split' exceeded the memory limit (64 MiB)"),
+    ok(split_doc(s, "hog", &n) == -1 && has(err, "not enough memory: hook 'split' exceeded the memory limit (64 MiB)"),
        "memory hog stopped: %s", err);
     diag("hog stopped after %.0f ms", now_ms() - t0);
-    ok(split_doc(s, "rep_huge", &n) == -1 && has(err, "exceeds the memory limit"), "string.rep 1e9 refused: %s", err);
+    ok(split_doc(s, "rep_huge", &n) == -1 && has(err, "exceeded the memory limit"), "string.rep 1e9 refused: %s", err);
+    job = split_doc(s, "rep_caught", &n);
+    ok(job > 0 && n == 1, "a 200 MiB string.rep under pcall returns: %s", err);
+    if (job > 0) {
+        is_str(request_body(s, job, 0), "plain false not enough memory", "... false, \"not enough memory\" (catchable)");
+        kgx_script_job_free(s, job);
+    }
     job = split_doc(s, "huge", &n);
     ok(job > 0, "usable after a memory error");
     kgx_request_t r;
@@ -470,7 +476,7 @@ static void test_sandbox(void)
         { "plugin_loop", "require: loop while loading module 'loop'" },
         { "string_mt", "attempt to index a boolean value" },
         { "recurse", "stack overflow" },
-        { "method_rep", "exceeds the memory limit" },
+        { "method_rep", "exceeded the memory limit" },
     };
     size_t n;
     for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {

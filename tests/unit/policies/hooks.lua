@@ -48,7 +48,7 @@ function split(drawer, ctx)
     if d == "many" then local t = {} for i = 1, 5000 do t[i] = "c" end return t end
     if d == "empty" then return {} end
     if d == "hog" then local t = {} for i = 1, 1e9 do t[i] = string.rep("x", 1000) .. i end end
-    if d == "rep_huge" then return { string.rep("x", 1e9) } end
+    if d == "rep_huge" then return { string.rep("x", 1e9) } end if d == "rep_caught" then local ok, e = pcall(string.rep, "x", 200 * 1024 * 1024) return { tostring(ok) .. " " .. tostring(e) } end
     if d == "error_table" then error({ code = 1 }) end
     if probes[d] then return { tostring(probes[d]()) } end
     return { d }
