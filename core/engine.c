@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "notify.h"
 #include "progress.h"
+#include "sink.h"
 #include "status.h"
 
 #include <errno.h>
@@ -19,6 +20,9 @@
 static void pump(kgx_engine_t *e);
 static void finish(kgx_engine_t *e, int code);
 
+static int stopping(const kgx_engine_t *e) { return e->phase >= ENGINE_STOPPING; }
+static int finished(const kgx_engine_t *e) { return e->phase == ENGINE_FINISHED; }
+
 /* Fresh time: a hook may have run for a while since the loop last looked at the clock. */
 static uint64_t now_ms(kgx_engine_t *e)
 {
@@ -28,76 +32,22 @@ static uint64_t now_ms(kgx_engine_t *e)
 
 uint64_t kgx_engine_now(kgx_engine_t *e) { return now_ms(e); }
 void kgx_engine_pump(kgx_engine_t *e) { pump(e); }
+void kgx_engine_finish(kgx_engine_t *e, int code) { finish(e, code); }
+int kgx_engine_stopping(const kgx_engine_t *e) { return stopping(e); }
 
 /* ------------------------------------------------------------------ claiming */
-
-static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    e->claiming = 0;
-    e->claims++;
-    if (err) {
-        log_warn("claim failed: %s", err);
-        e->idle = 1;               /* the poll timer tries again */
-    }
-    for (int i = 0; i < n; i++) {
-        if (e->stopping) break;
-        job_t *j = job_new(e, &rows[i]);
-        if (j->row.missing) {
-            log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
-            kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
-            kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
-            job_free(j);
-        }
-    }
-    if (e->stopping) {
-        /* claimed while stopping: give them back at once */
-        for (int i = 0; i < n; i++)
-            if (rows[i].drawer_id) kgx_queue_unclaim(e->db, rows[i].drawer_id, rows[i].token, NULL, NULL);
-    }
-    kgx_claim_rows_free(rows, n);
-    if (!err && n == 0) e->idle = 1;
-    pump(e);
-}
-
-static int dry_claim(kgx_engine_t *e, int want)
-{
-    int got = 0;
-    while (got < want && !e->dry_eof) {
-        kgx_claim_row_t row = { 0 };
-        char err[256];
-        int rc = kgx_jsonl_next(e->dry_in, ++e->dry_seq, &row.drawer_id, &row.wing, &row.room,
-                                &row.document, &row.document_len, err, sizeof err);
-        if (rc == 0) {
-            e->dry_eof = 1;
-            break;
-        }
-        if (rc < 0) {
-            fprintf(stderr, "error: --dry-run input line %ld: %s\n", e->dry_seq, err);
-            e->dry_failed++;
-            continue;
-        }
-        job_new(e, &row);
-        got++;
-    }
-    return got;
-}
 
 static size_t ready_units(kgx_engine_t *e)
 {
     size_t n = 0;
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
-        if (j->state != JOB_ACTIVE) continue;
-        if (!j->split_done) { n++; continue; }
-        for (size_t i = 0; i < j->nchunks; i++) n += j->chunks[i].state == CH_PENDING;
-    }
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) n += job_ready_units(j);
     return n;
 }
 
 static void maybe_claim(kgx_engine_t *e)
 {
     kgx_config_t *c = e->cfg;
-    if (e->stopping || e->claiming || e->idle) return;
+    if (stopping(e) || e->claiming || e->idle) return;
     if (c->mode == KGX_MODE_ONCE && e->claims > 0) return;
     if (kgx_endpoints_up(&e->eps) == 0) return;          /* outage: keep the queue's attempts */
     int cap = kgx_endpoints_capacity(&e->eps);
@@ -106,14 +56,10 @@ static void maybe_claim(kgx_engine_t *e)
     int room = c->workers + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
-    if (!e->db) {
-        if (e->dry_eof) return;
-        if (dry_claim(e, want) > 0) e->repump = 1;   /* read synchronously: dispatch them now */
-        e->claims++;
-        return;
-    }
-    e->claiming = 1;
-    if (kgx_queue_claim(e->db, e->worker, c->lease_seconds, want, claim_cb, e)) e->claiming = 0;
+    int code;
+    if (e->sink->exhausted(e, &code)) return;
+    if (e->sink->claim(e, want)) e->repump = 1;   /* added synchronously: dispatch them now */
+    if (!e->sink->durable) e->claims++;
 }
 
 /* ------------------------------------------------------------------ the pump */
@@ -123,9 +69,10 @@ static void wake_cb(uv_timer_t *t) { pump(t->data); }
 static void arm_wake(kgx_engine_t *e)
 {
     uint64_t now = now_ms(e), next = 0;
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
-        if ((j->state == JOB_ACTIVE || j->state == JOB_WRITE_WAIT) && j->not_before > now)
-            if (!next || j->not_before < next) next = j->not_before;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
+        uint64_t at = job_wake_at(j);
+        if (at > now && (!next || at < next)) next = at;
+    }
     if (next) uv_timer_start(&e->wake, wake_cb, next - now, 0);
 }
 
@@ -134,8 +81,8 @@ static void maybe_stop(kgx_engine_t *e);
 
 static void pump(kgx_engine_t *e)
 {
-    if (e->finished) return;
-    if (e->stopping) {            /* completions while stopping: see whether we can go now */
+    if (finished(e)) return;
+    if (stopping(e)) {            /* completions while stopping: see whether we can go now */
         maybe_stop(e);
         return;
     }
@@ -146,27 +93,26 @@ static void pump(kgx_engine_t *e)
     e->pumping = 1;
     do {
         e->repump = 0;
-        if (e->stopping) break;
+        if (stopping(e)) break;
         uint64_t now = now_ms(e);
-        /* splits and write retries that are due */
+        /* what each job needs: splits, writes (and write retries) that are due, the finished freed */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
             nx = j->next;
-            if (j->state == JOB_DEAD) { job_free(j); continue; }
-            if (j->not_before > now) continue;
-            if (j->state == JOB_WRITE_WAIT) job_write(j);
-            else if (j->state == JOB_ACTIVE && !j->split_done) job_split(j);
-            else if (j->state == JOB_ACTIVE && j->nchunks && j->ndone == j->nchunks) job_write(j);
+            switch (job_next_action(j, now)) {
+            case JOB_ACT_SPLIT: job_split(j); break;
+            case JOB_ACT_WRITE: job_write(j); break;
+            case JOB_ACT_FREE: job_free(j); break;
+            default: break;
+            }
         }
         /* fill the free slots, oldest drawer first */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->cfg->workers; j = nx) {
             nx = j->next;
-            if (j->state != JOB_ACTIVE || !j->split_done || j->not_before > now) continue;
-            for (size_t i = 0; i < j->nchunks && e->in_flight < e->cfg->workers; i++) {
-                if (j->chunks[i].state != CH_PENDING) continue;
+            chunk_t *c;
+            while (e->in_flight < e->cfg->workers && (c = job_next_chunk(j))) {
                 kgx_endpoint_t *ep = kgx_endpoints_pick(&e->eps);
                 if (!ep) goto full;
-                job_send_chunk(e, j, &j->chunks[i], ep);
-                if (j->state != JOB_ACTIVE || j->not_before > now) break;
+                job_send_chunk(e, j, c, ep);
             }
         }
     full:
@@ -175,10 +121,10 @@ static void pump(kgx_engine_t *e)
     e->pumping = 0;
     for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
         nx = j->next;
-        if (j->state == JOB_DEAD) job_free(j);
+        if (job_next_action(j, now_ms(e)) == JOB_ACT_FREE) job_free(j);
     }
     maybe_finish(e);
-    if (!e->finished) arm_wake(e);
+    if (!finished(e)) arm_wake(e);
 }
 
 /* ------------------------------------------------------------------ end of modes */
@@ -207,7 +153,7 @@ static void backfill_check_cb(const kgx_queue_counts_t *c, const char *err, void
 {
     kgx_engine_t *e = ud;
     e->counts_busy = 0;
-    if (e->finished || e->stopping) return;
+    if (finished(e) || stopping(e)) return;
     if (err) {
         log_warn("counting the queue failed: %s", err);
     } else {
@@ -224,14 +170,16 @@ static void backfill_check_cb(const kgx_queue_counts_t *c, const char *err, void
 
 static void maybe_finish(kgx_engine_t *e)
 {
-    if (e->finished || e->stopping || e->njobs || e->claiming) return;
+    if (finished(e) || stopping(e) || e->njobs || e->claiming) return;
     switch (e->cfg->mode) {
     case KGX_MODE_ONCE:
         if (e->claims > 0) finish(e, 0);
         break;
-    case KGX_MODE_DRY_RUN:
-        if (e->dry_eof) finish(e, e->dry_failed ? 1 : 0);
+    case KGX_MODE_DRY_RUN: {
+        int code;
+        if (e->sink->exhausted(e, &code)) finish(e, code);
         break;
+    }
     case KGX_MODE_BACKFILL:
         if (e->idle && !e->counts_busy) {
             e->counts_busy = 1;
@@ -248,14 +196,6 @@ static void maybe_finish(kgx_engine_t *e)
 static void poll_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    e->idle = 0;
-    pump(e);
-}
-
-static void notify_cb(const char *channel, const char *payload, void *ud)
-{
-    kgx_engine_t *e = ud;
-    if (e->idle) log_debug("woken by %s", channel ? "NOTIFY" : "LISTEN reconnect");
     e->idle = 0;
     pump(e);
 }
@@ -280,7 +220,7 @@ static void progress_counts_cb(const kgx_queue_counts_t *c, const char *err, voi
 static void progress_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
+    if (e->sink->durable && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, progress_counts_cb, e);
 }
 
 /* The counters the status endpoint serves, refreshed every 5 s; on a terminal during a backfill (never
@@ -292,7 +232,7 @@ static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void
     e->counts = *c;
     e->have_counts = 1;
     kgx_metrics.queue_depth = c->queue_depth;
-    if (!e->bar || e->finished || e->stopping) return;
+    if (!e->bar || finished(e) || stopping(e)) return;
     kgx_progress_t p = { c->completed_total, c->in_progress, c->queue_depth, c->errors_total,
                          c->drawers_per_min_5m, (double)(now_ms(e) - e->start_t) / 1000.0 };
     char bar[256];
@@ -303,13 +243,13 @@ static void refresh_counts_cb(const kgx_queue_counts_t *c, const char *err, void
 static void refresh_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
+    if (e->sink->durable && !stopping(e)) kgx_queue_counts(e->db, e->cfg->lease_seconds, refresh_counts_cb, e);
 }
 
 static void heartbeat_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && !e->stopping && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
+    if (e->sink->durable && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
 }
 
 static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
@@ -317,13 +257,13 @@ static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
 static void endpoints_changed(kgx_endpoint_t *ep, void *ud)
 {
     kgx_engine_t *e = ud;
-    if (e->finished) return;
+    if (finished(e)) return;
     job_resolve_suspects(e, ep);
     if (ep->state == KGX_EP_UP) {
         int n = kgx_endpoints_n_ctx(&e->eps);
-        if (n > 0) kgx_script_set_n_ctx(e->script, n);
+        if (n > 0) kgx_hooks_set_n_ctx(e->hooks, n);
     }
-    if (!e->db && ep->state == KGX_EP_DOWN && kgx_endpoints_up(&e->eps) == 0) {
+    if (!e->sink->durable && ep->state == KGX_EP_DOWN && kgx_endpoints_up(&e->eps) == 0) {
         fprintf(stderr, "error: cannot reach the LLM at %s: %s\n", ep->base, ep->last_error);
         finish(e, 1);
         return;
@@ -331,26 +271,17 @@ static void endpoints_changed(kgx_endpoint_t *ep, void *ud)
     pump(e);
 }
 
-static void release_cb(long long n, const char *err, void *ud)
-{
-    kgx_engine_t *e = ud;
-    if (err) log_err("giving back claimed rows failed: %s (their lease will expire)", err);
-    else log_info("gave back %lld claimed row%s", n, n == 1 ? "" : "s");
-    finish(e, 0);
-}
-
 static void maybe_stop(kgx_engine_t *e)
 {
     for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
-        if (j->state == JOB_WRITING || j->state == JOB_FAILING) return;   /* let the database answer */
+        if (job_db_busy(j)) return;   /* let the database answer */
     if (e->claiming) return;
     /* drop what is left in memory and give its rows back */
     while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
-    if (e->finished) return;
-    if (!e->db) { finish(e, 0); return; }
-    if (e->stopping == 1) {
-        e->stopping = 2;
-        if (kgx_queue_release_all(e->db, e->worker, release_cb, e)) finish(e, 0);
+    if (finished(e)) return;
+    if (e->phase == ENGINE_STOPPING) {
+        e->phase = ENGINE_RELEASING;
+        if (!e->sink->release(e)) finish(e, 0);   /* else its callback finishes */
     }
 }
 
@@ -363,28 +294,40 @@ static void deadline_cb(uv_timer_t *t)
 
 static void begin_stop(kgx_engine_t *e, const char *why)
 {
-    if (e->stopping) return;
+    if (stopping(e)) return;
     log_info("%s: stopping (no new claims, cancelling requests, giving rows back)", why);
     kgx_notify("STOPPING=1");
-    e->stopping = 1;
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
-        if (j->state != JOB_WRITING && j->state != JOB_FAILING)
-            for (size_t i = 0; i < j->nchunks; i++) job_chunk_cancel(j, &j->chunks[i]);
+    e->phase = ENGINE_STOPPING;
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) job_cancel(j);
     uv_timer_start(&e->stop_deadline, deadline_cb, STOP_DEADLINE_MS, 0);
     maybe_stop(e);
 }
 
 
+static const char *policy_name(const kgx_engine_t *e) { return kgx_policy_src_name(kgx_hooks_src(e->hooks)); }
+static const char *policy_version(const kgx_engine_t *e) { return kgx_policy_src_version(kgx_hooks_src(e->hooks)); }
+
+/* The new text loads on a hook thread (its top-level code is policy code too); drawers in flight
+ * finish with the text they started with. */
+static void reloaded_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    kgx_engine_t *e = ud;
+    if (o->rc)
+        log_err("policy reload (%s) failed, keeping %s %s: %s", e->reload_why, policy_name(e), policy_version(e), o->err);
+    else
+        log_info("policy reloaded (%s): %s version %s", e->reload_why, policy_name(e), policy_version(e));
+    kgx_notify("READY=1");
+}
+
 static void reload_policy(kgx_engine_t *e, const char *why)
 {
     char err[1024];
     kgx_notify("RELOADING=1");
-    if (kgx_script_reload(e->script, err, sizeof err))
-        log_err("policy reload (%s) failed, keeping %s %s: %s", why, kgx_script_name(e->script),
-                kgx_script_version(e->script), err);
-    else
-        log_info("policy reloaded (%s): %s version %s", why, kgx_script_name(e->script), kgx_script_version(e->script));
-    kgx_notify("READY=1");
+    e->reload_why = why;
+    if (kgx_hooks_reload(e->hooks, reloaded_cb, e, err, sizeof err)) {
+        log_err("policy reload (%s) failed, keeping %s %s: %s", why, policy_name(e), policy_version(e), err);
+        kgx_notify("READY=1");
+    }
 }
 
 static void reload_debounce_cb(uv_timer_t *t) { reload_policy(t->data, "file changed"); }
@@ -400,7 +343,8 @@ static void watch_cb(uv_fs_event_t *w, const char *filename, int events, int sta
 static void start_watching(kgx_engine_t *e)
 {
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", kgx_script_path(e->script));
+    kgx_policy_src_t *src = kgx_hooks_src(e->hooks);
+    snprintf(dir, sizeof dir, "%s", kgx_policy_src_path(src));
     char *slash = strrchr(dir, '/');
     if (slash) *slash = 0;
     else snprintf(dir, sizeof dir, ".");
@@ -408,8 +352,8 @@ static void start_watching(kgx_engine_t *e)
     uv_fs_event_init(&e->loop, &e->watch_plugins);
     e->watch_policy.data = e->watch_plugins.data = e;
     int a = uv_fs_event_start(&e->watch_policy, watch_cb, dir, 0);
-    int b = kgx_script_plugins_dir(e->script)
-        ? uv_fs_event_start(&e->watch_plugins, watch_cb, kgx_script_plugins_dir(e->script), 0) : -1;
+    int b = kgx_policy_src_plugins_dir(src)
+        ? uv_fs_event_start(&e->watch_plugins, watch_cb, kgx_policy_src_plugins_dir(src), 0) : -1;
     if (a < 0 && b < 0) log_warn("cannot watch the policy files (%s); reload with SIGHUP", uv_strerror(a));
     else log_debug("watching %s for policy changes", dir);
 }
@@ -429,7 +373,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 static void drain_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->db && kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
+    if (kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
     uv_timer_stop(t);
     uv_stop(&e->loop);
 }
@@ -438,13 +382,13 @@ static void drain_cb(uv_timer_t *t)
  * goes (best effort); the loop stops when the pool is idle. */
 static void finish(kgx_engine_t *e, int code)
 {
-    if (e->finished) return;
-    e->finished = 1;
-    e->exit_code = code;
+    if (finished(e)) return;
+    e->phase = ENGINE_FINISHED;
+    e->exit_code = code ? code : e->stop_code;
     uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
     for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
-    if (e->db && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
+    if (e->sink->durable && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
     uv_timer_start(&e->stop_deadline, drain_cb, 0, 20);
 }
 
@@ -454,15 +398,16 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 {
     memset(v, 0, sizeof *v);
     v->worker_id = e->worker;
-    v->policy_name = kgx_script_name(e->script);
-    v->policy_version = kgx_script_version(e->script);
+    v->policy_name = policy_name(e);
+    v->policy_version = policy_version(e);
     v->in_flight = e->in_flight;
     v->drawers_in_memory = e->njobs;
-    v->stopping = e->stopping != 0;
+    v->stopping = stopping(e);
     v->completed = e->done_here;
     v->parked = e->parked_here;
     v->retries = e->retries_here;
-    v->jobs_active = e->jobs_in[JOB_ACTIVE];
+    v->jobs_active = e->jobs_in[JOB_WAIT_SPLIT] + e->jobs_in[JOB_SPLITTING] + e->jobs_in[JOB_CHUNKS]
+                   + e->jobs_in[JOB_RETRY_WAIT];
     v->jobs_recording_failure = e->jobs_in[JOB_FAILING];
     v->jobs_writing = e->jobs_in[JOB_WRITING];
     v->jobs_write_retry = e->jobs_in[JOB_WRITE_WAIT];
@@ -473,7 +418,7 @@ static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 static void publish_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (!e->db || e->stopping || !kgx_db_is_up(e->db)) return;
+    if (!e->sink->durable || stopping(e) || !kgx_db_is_up(e->db)) return;
     kgx_process_view_t v;
     engine_view(e, &v);
     kgx_buf_t b = { 0 };
@@ -501,7 +446,7 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
         resp->body = kgx_metrics_render(&resp->body_len);
     } else if (!strcmp(path, "/healthz")) {
-        int ok = kgx_db_is_up(e->db) && !e->stopping;
+        int ok = kgx_db_is_up(e->db) && !stopping(e);
         resp->status = ok ? 200 : 503;
         resp->content_type = "text/plain";
         resp->body = strdup(ok ? "ok\n" : "unavailable\n");
@@ -511,13 +456,15 @@ static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
 
 /* ------------------------------------------------------------------ life cycle */
 
-static void db_state_cb(int up, const char *err, void *ud)
+/* Too many hook threads stuck in C calls (see hooks.h): a restart is the only way to get the cores
+ * back, so stop claiming, give the rows back and exit 1 (systemd restarts the service). */
+static void hooks_cap_cb(void *ud)
 {
     kgx_engine_t *e = ud;
-    if (up) {                     /* db.c logs the state changes itself */
-        e->idle = 0;
-        pump(e);
-    }
+    log_err("hooks: %d hook threads are stuck in policy code (the cap); stopping: no new claims, claimed rows "
+            "given back, exit 1 so the service is restarted", KGX_HOOK_MAX_ABANDONED);
+    e->stop_code = 1;
+    begin_stop(e, "stuck policy hooks");
 }
 
 kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *err, size_t errlen, int *exit_code)
@@ -546,38 +493,27 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     so.min_confidence = cfg->min_confidence;
     so.max_triples = cfg->max_triples;
     char serr[1024];
-    e->script = kgx_script_new(&so, serr, sizeof serr);
-    if (!e->script) {
+    /* the policy loads once here (a bad one is a configuration error, exit 2); the hook threads then
+     * build their states from the same text */
+    kgx_policy_src_t *src = kgx_policy_src_read(&so, serr, sizeof serr);
+    kgx_script_t *probe = src ? kgx_script_new_src(src, serr, sizeof serr) : NULL;
+    kgx_script_free(probe);
+    if (probe) e->hooks = kgx_hooks_new(&e->loop, src, hooks_cap_cb, e, serr, sizeof serr);
+    kgx_policy_src_unref(src);
+    if (!e->hooks) {
         snprintf(err, errlen, "error: policy %s: %s", policy_path, serr);
-        *exit_code = 2;
+        *exit_code = probe ? 1 : 2;
         kgx_engine_free(e);
         return NULL;
     }
     e->http = kgx_http_new(&e->loop);
     kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->workers,
                        cfg->slots, cfg->n_ctx, endpoints_changed, e);
-    if (cfg->mode == KGX_MODE_DRY_RUN) {
-        if (!strcmp(cfg->dry_run_input, "-")) e->dry_in = stdin;
-        else if (!(e->dry_in = fopen(cfg->dry_run_input, "r"))) {
-            snprintf(err, errlen, "error: --dry-run: cannot open %s: %s", cfg->dry_run_input, strerror(errno));
-            *exit_code = 2;
-            kgx_engine_free(e);
-            return NULL;
-        }
-    } else {
-        kgx_db_opts_t dbo = { 0 };
-        dbo.dsn = cfg->dsn;
-        dbo.pool_size = 3;
-        dbo.setup_sql = kgx_graph_session_sql;
-        dbo.on_state = db_state_cb;
-        dbo.state_ud = e;
-        e->db = kgx_db_new(&e->loop, &dbo);
-        if (!e->db) {
-            snprintf(err, errlen, "error: cannot start the database pool");
-            kgx_engine_free(e);
-            return NULL;
-        }
-        if (cfg->mode == KGX_MODE_DAEMON) kgx_db_listen(e->db, "kgx_queue", notify_cb, e);
+    e->sink = cfg->mode == KGX_MODE_DRY_RUN ? &kgx_sink_dry : &kgx_sink_db;
+    if (e->sink->open(e, err, errlen)) {
+        *exit_code = cfg->mode == KGX_MODE_DRY_RUN ? 2 : 1;
+        kgx_engine_free(e);
+        return NULL;
     }
     if (cfg->http_listen) {
         char herr[256];
@@ -613,11 +549,11 @@ int kgx_engine_run(kgx_engine_t *e)
     kgx_config_t *c = e->cfg;
     e->start_t = now_ms(e);
     log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker,
-             kgx_script_name(e->script), kgx_script_version(e->script), c->n_endpoints, c->workers,
+             policy_name(e), policy_version(e), c->n_endpoints, c->workers,
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
     kgx_endpoints_start(&e->eps);
-    if (e->db) {
+    if (e->sink->durable) {
         uv_timer_start(&e->progress, progress_cb, (uint64_t)(c->progress_interval * 1000),
                        (uint64_t)(c->progress_interval * 1000));
         uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
@@ -663,14 +599,13 @@ void kgx_engine_free(kgx_engine_t *e)
     while (e->jobs.next != &e->jobs) job_free(e->jobs.next);
     kgx_endpoints_close(&e->eps);
     kgx_http_free(e->http);
-    kgx_db_free(e->db);
+    if (e->sink) e->sink->close(e);
     kgx_httpd_free(e->httpd);
+    kgx_hooks_free(e->hooks);     /* never waits for a stuck hook */
     uv_run(&e->loop, UV_RUN_NOWAIT);
     uv_walk(&e->loop, walk_close, NULL);
     uv_run(&e->loop, UV_RUN_DEFAULT);
     uv_loop_close(&e->loop);
     kgx_endpoints_free(&e->eps);
-    kgx_script_free(e->script);
-    if (e->dry_in && e->dry_in != stdin) fclose(e->dry_in);
     free(e);
 }

@@ -12,20 +12,25 @@
 #include "endpoint.h"
 #include "engine.h"
 #include "http.h"
+#include "hooks.h"
 #include "httpd.h"
+#include "jobstate.h"
+#include "outcome.h"
 #include "queue.h"
 #include "script.h"
 
 #define MAX_ANSWER_BYTES (8u << 20)     /* hostile answers keep memory bounded */
 #define MAX_SHRINK 6
-#define MAX_WRITE_RETRIES 30
 #define STOP_DEADLINE_MS 8000
 
-/* JOB_DEAD: finished with, freed by the next pump (never freed under a caller's feet). */
-typedef enum { JOB_ACTIVE, JOB_FAILING, JOB_WRITE_WAIT, JOB_WRITING, JOB_DEAD } job_state_t;
-typedef enum { CH_PENDING, CH_INFLIGHT, CH_SUSPECT, CH_DONE } chunk_state_t;
+/* The engine's life cycle: running; stopping (no claims, requests cancelled, waiting for the database
+ * to answer what it was asked); releasing (giving the claimed rows back); finished (the loop drains). */
+typedef enum { ENGINE_RUNNING, ENGINE_STOPPING, ENGINE_RELEASING, ENGINE_FINISHED } engine_phase_t;
+/* CH_REQUEST and CH_PARSE: the request/parse hook runs on a hook thread (CH_REQUEST holds a slot). */
+typedef enum { CH_PENDING, CH_REQUEST, CH_INFLIGHT, CH_PARSE, CH_SUSPECT, CH_DONE } chunk_state_t;
 
 typedef struct job job_t;
+typedef struct kgx_sink kgx_sink_t;
 
 typedef struct {
     int state;
@@ -33,7 +38,9 @@ typedef struct {
     job_t *job;
     kgx_http_req_t *req;
     kgx_endpoint_t *ep;
-    uint64_t t0;
+    kgx_hook_call_t *call;      /* the request or parse hook running for it */
+    double ms;                  /* the answer's latency and token counts, kept for the stored answer */
+    long pt, ct;
     char *suspect;              /* the failure waiting for /health's verdict */
 } chunk_t;
 
@@ -41,9 +48,12 @@ struct job {
     job_t *prev, *next;
     kgx_engine_t *e;
     kgx_claim_row_t row;
-    int state;
+    job_state_t state;          /* job.c's alone: moves through job_set_state() */
     int split_done;
-    int script_job;
+    kgx_policy_src_t *src;      /* the policy text this attempt started with (ref) */
+    kgx_hook_call_t *split_call;
+    kgx_chunk_t *texts;         /* split's chunks */
+    size_t nchunks_texts;
     chunk_t *chunks;
     size_t nchunks, ndone;
     int shrink, attempts, write_retries;
@@ -57,15 +67,18 @@ struct kgx_engine {
     kgx_config_t *cfg;
     uv_loop_t loop;
     kgx_http_t *http;
-    kgx_db_t *db;
-    kgx_script_t *script;
+    const kgx_sink_t *sink;     /* where drawers come from and results go (sink.h) */
+    kgx_db_t *db;               /* the database sink's pool; NULL with --dry-run */
+    kgx_hooks_t *hooks;
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
     char worker[256];
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;
-    int jobs_in[JOB_DEAD + 1];      /* jobs per state, kept by job_set_state() */
-    int claiming, claims, idle, stopping, finished, exit_code, pumping, repump;
+    int jobs_in[JOB__N];        /* jobs per state, kept by job_set_state() */
+    engine_phase_t phase;
+    int claiming, claims, idle, exit_code, stop_code, pumping, repump;
+    const char *reload_why;
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;
@@ -77,7 +90,7 @@ struct kgx_engine {
     long long prev_completed;
     uint64_t prev_t, start_t;
     int tty, bar;                /* bar: live progress bar (a terminal, a backfill) */
-    /* --dry-run */
+    /* --dry-run (sink_dry.c) */
     FILE *dry_in;
     int dry_eof, dry_failed;
     long dry_seq;
@@ -87,15 +100,27 @@ struct kgx_engine {
 
 /* engine.c */
 void kgx_engine_pump(kgx_engine_t *e);                 /* dispatch, claim, finish: after any event */
+void kgx_engine_finish(kgx_engine_t *e, int code);     /* end the run (the loop drains, then stops) */
+int kgx_engine_stopping(const kgx_engine_t *e);        /* no new work: stopping or finished */
 uint64_t kgx_engine_now(kgx_engine_t *e);              /* fresh loop time, ms */
 
 /* job.c — one drawer. Ownership: the engine's list holds every job; job_free unlinks and frees. */
 job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row);  /* takes row's strings */
 void job_free(job_t *j);
-void job_set_state(job_t *j, int st);                  /* the one place a job changes state */
+void job_set_state(job_t *j, job_state_t st);          /* the one place a job changes state */
+job_action_t job_next_action(job_t *j, uint64_t now);  /* what the engine should do for it now */
+chunk_t *job_next_chunk(job_t *j);                     /* the next chunk to send, or NULL */
+size_t job_ready_units(const job_t *j);                /* splits + chunks that could use a slot */
+uint64_t job_wake_at(const job_t *j);                  /* loop time a waiting job wants the pump, or 0 */
+int job_db_busy(const job_t *j);                       /* the database is answering about it */
+void job_cancel(job_t *j);                             /* stopping: cancel its hooks and requests */
 void job_split(job_t *j);                              /* split (or charge a policy error) */
-void job_write(job_t *j);                              /* all chunks answered: write (or print) */
-void job_charge(job_t *j, int kind, const char *msg);  /* a charged failure of this attempt */
+void job_write(job_t *j);                              /* all chunks answered: hand the facts to the sink */
+void job_write_json(const job_t *j, kgx_buf_t *triples, kgx_buf_t *answers);   /* the write payload */
+void job_write_again(job_t *j, uint64_t ms);           /* write retry after ms */
+void job_written(job_t *j, int n, const char *err, const char *sqlstate);      /* the sink's answer */
+void job_failed(job_t *j, int attempts, int parked, int stale, const char *err); /* failure recorded */
+void job_charge(job_t *j, kgx_outcome_t oc, const char *msg);  /* a charged failure of this attempt */
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep);
 void job_chunk_cancel(job_t *j, chunk_t *c);
 void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep);

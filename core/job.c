@@ -1,31 +1,123 @@
-/* job — one drawer's way through the policy, the LLM and the write (see engine.h for the failure
- * policy). The engine owns the list of jobs and calls in here; everything below runs on the loop. */
+/* job — one drawer's way through the policy, the LLM and the write. The engine owns the list of
+ * jobs and asks each what it needs next (job_next_action); everything here runs on the loop thread
+ * (hooks run on hook threads and call back here, on the loop, through hooks.c).
+ *
+ *                 claim
+ *                   |
+ *                   v          split hook fails / charged
+ *   +--------> WAIT_SPLIT ----------------------------------+
+ *   |               | job_split                             |
+ *   |               v                                       v
+ *   |          SPLITTING --(0 chunks / blank)--+        FAILING --(recorded)--> RETRY_WAIT
+ *   |               | chunks                   |            |  (parked, claim lost)  |  |
+ *   | context       v                          |            v                        |  | due, not split
+ *   +--------- CHUNKS: request hook, HTTP,     |          DONE <---------------------+  +--> WAIT_SPLIT
+ *   | (resplit)  answer, parse hook per chunk  |            ^                        |
+ *   |               | all chunks answered      |            |                        | due, split
+ *   |               v                          v            |                        +--> CHUNKS
+ *   |            WRITING <---------------------+            |
+ *   |            |  |  \--(written / claim lost)------------+
+ *   |  transient |  | write failed (facts redone)
+ *   |            v  +-------------------------------------> WAIT_SPLIT, charged
+ *   |       WRITE_WAIT --(due)--> WRITING
+ *   +-- (a charged failure moves CHUNKS / SPLITTING to FAILING; with --dry-run straight to RETRY_WAIT)
+ *
+ * The moves allowed are a table in jobstate.c; job_set_state() is the one place a job changes state
+ * and keeps the per-state counts. Which failure is charged, waited out or split is the table in
+ * outcome.c. */
 #include "engine_int.h"
 #include "graph.h"
 #include "log.h"
 #include "metrics.h"
+#include "outcome.h"
+#include "sink.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* The one place a job changes state (and the per-state counts stay true). */
-void job_set_state(job_t *j, int st)
+void job_set_state(job_t *j, job_state_t st)
 {
+    if (!job_transition_ok(j->state, st) && j->state != st)
+        log_err("drawer=%s job state %s -> %s is not in the table (a bug); moving anyway", j->row.drawer_id,
+                job_state_name(j->state), job_state_name(st));
     j->e->jobs_in[j->state]--;
     j->state = st;
     j->e->jobs_in[st]++;
 }
 
+/* Due retries move on; then the job says what it needs. */
+job_action_t job_next_action(job_t *j, uint64_t now)
+{
+    if ((j->state == JOB_RETRY_WAIT || j->state == JOB_WRITE_WAIT) && j->not_before > now) return JOB_ACT_NONE;
+    switch (j->state) {
+    case JOB_RETRY_WAIT:
+        job_set_state(j, j->split_done ? JOB_CHUNKS : JOB_WAIT_SPLIT);
+        return job_next_action(j, now);
+    case JOB_WAIT_SPLIT: return JOB_ACT_SPLIT;
+    case JOB_WRITE_WAIT: return JOB_ACT_WRITE;
+    case JOB_CHUNKS:
+        if (j->ndone == j->nchunks) return JOB_ACT_WRITE;
+        for (size_t i = 0; i < j->nchunks; i++)
+            if (j->chunks[i].state == CH_PENDING) return JOB_ACT_SEND;
+        return JOB_ACT_NONE;
+    case JOB_DONE: return JOB_ACT_FREE;
+    default: return JOB_ACT_NONE;
+    }
+}
+
+/* Units of work that could use a slot now: a split to run, or chunks waiting to be sent. */
+size_t job_ready_units(const job_t *j)
+{
+    if (j->state == JOB_WAIT_SPLIT) return 1;
+    if (j->state != JOB_CHUNKS) return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < j->nchunks; i++) n += j->chunks[i].state == CH_PENDING;
+    return n;
+}
+
+/* The next chunk to send (CHUNKS, not waiting), or NULL. */
+chunk_t *job_next_chunk(job_t *j)
+{
+    if (j->state != JOB_CHUNKS) return NULL;
+    for (size_t i = 0; i < j->nchunks; i++)
+        if (j->chunks[i].state == CH_PENDING) return &j->chunks[i];
+    return NULL;
+}
+
+/* When a waiting job wants the pump again (loop time, ms), or 0. */
+uint64_t job_wake_at(const job_t *j)
+{
+    return j->state == JOB_RETRY_WAIT || j->state == JOB_WRITE_WAIT ? j->not_before : 0;
+}
+
+/* Waiting for the database to answer about this job (a stop lets that finish). */
+int job_db_busy(const job_t *j) { return j->state == JOB_WRITING || j->state == JOB_FAILING; }
+
 /* ------------------------------------------------------------------ jobs */
+
+/* A slot of --workers (and of the endpoint) is held from the request hook to the HTTP answer. */
+static void chunk_release(job_t *j, chunk_t *c)
+{
+    if (c->ep) c->ep->in_flight--;
+    j->e->in_flight--;
+    kgx_metrics.in_flight = j->e->in_flight;
+}
 
 void job_chunk_cancel(job_t *j, chunk_t *c)
 {
     if (c->state == CH_INFLIGHT && c->req) {
         kgx_http_cancel(c->req);
         c->req = NULL;
-        if (c->ep) c->ep->in_flight--;
-        j->e->in_flight--;
+        chunk_release(j, c);
+    } else if (c->state == CH_REQUEST) {
+        kgx_hooks_cancel(c->call);
+        c->call = NULL;
+        chunk_release(j, c);
+    } else if (c->state == CH_PARSE) {
+        kgx_hooks_cancel(c->call);
+        c->call = NULL;
     }
     free(c->suspect);
     c->suspect = NULL;
@@ -39,13 +131,23 @@ static void job_reset_chunks(job_t *j)
     j->chunks = NULL;
     j->nchunks = j->ndone = 0;
     j->split_done = 0;
-    kgx_script_job_free(j->e->script, j->script_job);
-    j->script_job = 0;
+    kgx_hooks_cancel(j->split_call);
+    j->split_call = NULL;
+    kgx_chunks_free(j->texts, j->nchunks_texts);
+    j->texts = NULL;
+    j->nchunks_texts = 0;
     kgx_buf_reset(&j->triples);
     kgx_buf_reset(&j->answers);
     kgx_buf_reset(&j->report);
     j->kept = j->dropped = 0;
     j->n_triples = 0;
+}
+
+/* Stopping: cancel what is in flight for it (not a write or a failure being recorded). */
+void job_cancel(job_t *j)
+{
+    if (job_db_busy(j)) return;
+    for (size_t i = 0; i < j->nchunks; i++) job_chunk_cancel(j, &j->chunks[i]);
 }
 
 void job_free(job_t *j)
@@ -56,6 +158,7 @@ void job_free(job_t *j)
     j->next->prev = j->prev;
     e->njobs--;
     e->jobs_in[j->state]--;
+    kgx_policy_src_unref(j->src);
     kgx_buf_free(&j->triples);
     kgx_buf_free(&j->answers);
     kgx_buf_free(&j->report);
@@ -75,8 +178,8 @@ job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     j->row = *row;
     memset(row, 0, sizeof *row);
     j->attempts = j->row.attempts;
-    j->state = JOB_ACTIVE;
-    e->jobs_in[JOB_ACTIVE]++;
+    j->state = JOB_WAIT_SPLIT;
+    e->jobs_in[JOB_WAIT_SPLIT]++;
     j->prev = e->jobs.prev;
     j->next = &e->jobs;
     e->jobs.prev->next = j;
@@ -85,12 +188,18 @@ job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     return j;
 }
 
-/* While policy code runs for a job, log lines (kgx.log from hooks too) name the drawer. */
-static void job_context(const job_t *j)
+/* While policy code runs for a job, the hook thread's log lines (kgx.log too) name the drawer. */
+static const char *job_context(const job_t *j, char *buf, size_t len)
 {
-    char ctx[240];
-    snprintf(ctx, sizeof ctx, "drawer=%.180s attempt=%d", j->row.drawer_id, j->attempts + 1);
-    kgx_log_set_context(ctx);
+    snprintf(buf, len, "drawer=%.180s attempt=%d", j->row.drawer_id, j->attempts + 1);
+    return buf;
+}
+
+static kgx_drawer_t job_drawer(const job_t *j)
+{
+    kgx_drawer_t d = { j->row.drawer_id, j->row.wing, j->row.room, j->row.document, j->row.document_len,
+                       j->row.metadata };
+    return d;
 }
 
 #define job_log(j, lvl, fmt, ...) \
@@ -103,33 +212,25 @@ static int is_blank(const char *s, size_t n)
     return 1;
 }
 
-void job_split(job_t *j)
+static void split_cb(kgx_hook_outcome_t *o, void *ud)
 {
+    job_t *j = ud;
     kgx_engine_t *e = j->e;
-    j->split_done = 1;
-    if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
-        j->nchunks = 0;
-        job_write(j);
-        return;
-    }
-    kgx_drawer_t d = { j->row.drawer_id, j->row.wing, j->row.room, j->row.document,
-                       j->row.document_len, j->row.metadata };
-    kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
-    char err[1024];
-    size_t n = 0;
-    job_context(j);
-    int ref = kgx_script_split(e->script, &d, &ctx, &n, err, sizeof err);
-    kgx_log_set_context(NULL);
-    if (ref < 0) {
-        j->split_done = 0;          /* split again on the next attempt */
+    j->split_call = NULL;
+    if (o->rc) {
         char msg[1100];
-        snprintf(msg, sizeof msg, "policy: %s", err);
-        j->split_done = 0;        /* split again when the retry is due (else the job never moves again) */
-        job_charge(j, KGX_M_ERR_POLICY, msg);
+        snprintf(msg, sizeof msg, "policy: %s", o->err);
+        job_charge(j, KGX_OUT_POLICY, msg);     /* split again when the retry is due */
+        kgx_engine_pump(e);
         return;
     }
-    j->script_job = ref;
-    kgx_metrics.llm_chunks_skipped += kgx_script_skipped_last(e->script);   /* economy (issue 14) */
+    size_t n = o->nchunks;
+    kgx_metrics.llm_chunks_skipped += o->skipped;   /* economy (issue 14) */
+    j->split_done = 1;
+    j->texts = o->chunks;
+    j->nchunks_texts = n;
+    o->chunks = NULL;
+    o->nchunks = 0;
     j->nchunks = n;
     j->ndone = 0;
     j->chunks = calloc(n ? n : 1, sizeof *j->chunks);
@@ -138,6 +239,27 @@ void job_split(job_t *j)
         j->chunks[i].job = j;
     }
     if (n == 0) job_write(j);
+    else job_set_state(j, JOB_CHUNKS);
+    kgx_engine_pump(e);
+}
+
+void job_split(job_t *j)
+{
+    kgx_engine_t *e = j->e;
+    if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
+        j->split_done = 1;
+        j->nchunks = 0;
+        job_write(j);
+        return;
+    }
+    kgx_policy_src_unref(j->src);
+    j->src = kgx_policy_src_ref(kgx_hooks_src(e->hooks));   /* this attempt's policy text */
+    kgx_drawer_t d = job_drawer(j);
+    kgx_ctx_t ctx = { kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, NULL };
+    char lc[240];
+    job_set_state(j, JOB_SPLITTING);
+    j->split_call = kgx_hooks_split(e->hooks, j->src, &d, &ctx, job_context(j, lc, sizeof lc), split_cb, j);
+    if (!j->split_call) job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
 }
 
 /* ------------------------------------------------------------------ failures */
@@ -150,28 +272,28 @@ static double backoff_ms(kgx_engine_t *e, int attempts)
     return d * (0.5 + (double)rand() / RAND_MAX);   /* jitter: 0.5x .. 1.5x */
 }
 
-static void fail_cb(int attempts, int parked, int stale, const char *err, void *ud)
+/* The sink recorded (or could not record) a charged failure. */
+void job_failed(job_t *j, int attempts, int parked, int stale, const char *err)
 {
-    job_t *j = ud;
     kgx_engine_t *e = j->e;
     if (err) {
         /* the database is away: keep the claim, try again shortly */
         log_warn("drawer=%s recording a failure failed: %s", j->row.drawer_id, err);
-        job_set_state(j, JOB_ACTIVE);
         j->not_before = kgx_engine_now(e) + 1000;
+        job_set_state(j, JOB_RETRY_WAIT);
     } else if (stale) {
         log_warn("drawer=%s claim lost (lease expired or re-queued); dropping this copy", j->row.drawer_id);
         kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     } else if (parked) {
         log_err("drawer=%s parked after %d attempts", j->row.drawer_id, attempts);
         kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
         e->parked_here++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     } else {
         j->attempts = attempts;
-        job_set_state(j, JOB_ACTIVE);
         j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, attempts);
+        job_set_state(j, JOB_RETRY_WAIT);
         kgx_metrics.retries++;
         e->retries_here++;
     }
@@ -179,42 +301,15 @@ static void fail_cb(int attempts, int parked, int stale, const char *err, void *
 }
 
 /* A charged failure of this attempt: one charge per round, however many chunks fail with it. */
-void job_charge(job_t *j, int kind, const char *msg)
+void job_charge(job_t *j, kgx_outcome_t oc, const char *msg)
 {
     kgx_engine_t *e = j->e;
-    kgx_metrics.errors[kind]++;
-    if (j->state == JOB_FAILING || j->not_before > kgx_engine_now(e)) return;
-    job_log(j, KGX_LOG_WARN, "error=%s %s", kgx_metric_error_name(kind), msg);
-    if (!e->db) {                 /* --dry-run: count attempts locally */
-        j->attempts++;
-        if (j->attempts >= e->cfg->max_attempts) {
-            kgx_buf_printf(&j->report, "  FAILED after %d attempts: %s\n", j->attempts, msg);
-            if (e->cfg->json) {
-                kgx_buf_t b = { 0 };
-                kgx_buf_adds(&b, "{\"id\":");
-                kgx_buf_json_str(&b, j->row.drawer_id);
-                kgx_buf_adds(&b, ",\"error\":");
-                kgx_buf_json_str(&b, msg);
-                kgx_buf_adds(&b, "}\n");
-                fwrite(b.p, 1, b.len, stdout);
-                kgx_buf_free(&b);
-            } else {
-                printf("drawer %s: FAILED after %d attempts: %s\n", j->row.drawer_id, j->attempts, msg);
-            }
-            fflush(stdout);
-            e->dry_failed++;
-            job_reset_chunks(j);
-            job_set_state(j, JOB_DEAD);
-        } else {
-            j->not_before = kgx_engine_now(e) + (uint64_t)backoff_ms(e, j->attempts);
-        }
-        return;
-    }
+    int kind = kgx_outcome_rule(oc)->metric;
+    if (kind >= 0) kgx_metrics.errors[kind]++;
+    if (j->state == JOB_FAILING || j->state == JOB_RETRY_WAIT || j->state == JOB_DONE) return;
+    job_log(j, KGX_LOG_WARN, "error=%s %s", kind >= 0 ? kgx_metric_error_name(kind) : kgx_outcome_rule(oc)->name, msg);
     job_set_state(j, JOB_FAILING);
-    if (kgx_queue_fail(e->db, j->row.drawer_id, j->row.token, msg, e->cfg->max_attempts, fail_cb, j)) {
-        job_set_state(j, JOB_ACTIVE);
-        j->not_before = kgx_engine_now(e) + 1000;
-    }
+    e->sink->fail(j, msg);
 }
 
 /* ------------------------------------------------------------------ answers */
@@ -222,16 +317,16 @@ void job_charge(job_t *j, int kind, const char *msg)
 static void add_answer(job_t *j, size_t idx, const char *body, size_t len, double ms, long pt, long ct)
 {
     kgx_engine_t *e = j->e;
-    if (!e->cfg->keep_answers || !e->db) return;
+    if (!e->cfg->keep_answers || !e->sink->keeps_answers) return;
     kgx_buf_adds(&j->answers, j->answers.len ? "," : "[");
     kgx_buf_printf(&j->answers, "{\"chunk\":%zu,\"body\":", idx);
     kgx_buf_json_strn(&j->answers, body, len);
     kgx_buf_adds(&j->answers, ",\"model\":");
     kgx_buf_json_str(&j->answers, e->cfg->model);
     kgx_buf_adds(&j->answers, ",\"policy\":");
-    kgx_buf_json_str(&j->answers, kgx_script_name(e->script));
+    kgx_buf_json_str(&j->answers, kgx_policy_src_name(j->src));
     kgx_buf_adds(&j->answers, ",\"policy_version\":");
-    kgx_buf_json_str(&j->answers, kgx_script_version(e->script));
+    kgx_buf_json_str(&j->answers, kgx_policy_src_version(j->src));
     kgx_buf_printf(&j->answers, ",\"latency_ms\":%.1f", ms);
     if (pt >= 0) kgx_buf_printf(&j->answers, ",\"prompt_tokens\":%ld", pt);
     if (ct >= 0) kgx_buf_printf(&j->answers, ",\"completion_tokens\":%ld", ct);
@@ -246,34 +341,10 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
         kgx_graph_triple_json(&j->triples, t, (long)idx);
         j->n_triples++;
         j->kept++;
-        if (!e->db) {
-            if (e->cfg->json) continue;
-            kgx_buf_printf(&j->report, "  keep  %s | %s | %s  (%.2f%s%s)\n", t->subject, t->predicate,
-                           t->object, t->confidence, t->raw_predicate ? ", raw " : "",
-                           t->raw_predicate ? t->raw_predicate : "");
-        }
     }
-    for (size_t i = 0; i < r->n_drops; i++) {
-        const kgx_drop_t *d = &r->drops[i];
-        j->dropped++;
-        kgx_metrics.triples_dropped++;
-        if (e->db) continue;
-        if (e->cfg->json) {
-            kgx_buf_adds(&j->report, j->report.len ? "," : "");
-            kgx_buf_adds(&j->report, "{\"subject\":");
-            kgx_buf_json_str(&j->report, d->subject);
-            kgx_buf_adds(&j->report, ",\"predicate\":");
-            kgx_buf_json_str(&j->report, d->predicate);
-            kgx_buf_adds(&j->report, ",\"object\":");
-            kgx_buf_json_str(&j->report, d->object);
-            kgx_buf_adds(&j->report, ",\"reason\":");
-            kgx_buf_json_str(&j->report, d->reason);
-            kgx_buf_adds(&j->report, "}");
-        } else {
-            kgx_buf_printf(&j->report, "  drop  %s | %s | %s  -- %s\n", d->subject ? d->subject : "?",
-                           d->predicate ? d->predicate : "?", d->object ? d->object : "?", d->reason);
-        }
-    }
+    j->dropped += (long long)r->n_drops;
+    kgx_metrics.triples_dropped += r->n_drops;
+    if (e->sink->result) e->sink->result(j, idx, r);
 }
 
 static int is_context_error(const kgx_http_resp_t *r)
@@ -290,11 +361,12 @@ static void job_resplit(job_t *j, int learned)
     job_reset_chunks(j);
     j->shrink++;
     kgx_metrics.errors[KGX_M_ERR_CONTEXT]++;
-    if (learned > 0) kgx_script_set_n_ctx(e->script, kgx_endpoints_n_ctx(&e->eps));
+    if (j->state == JOB_CHUNKS) job_set_state(j, JOB_WAIT_SPLIT);
+    if (learned > 0) kgx_hooks_set_n_ctx(e->hooks, kgx_endpoints_n_ctx(&e->eps));
     job_log(j, KGX_LOG_INFO, "context exceeded (n_ctx=%d): splitting smaller, shrink=%d", learned, j->shrink);
     if (j->shrink > MAX_SHRINK) {
         j->shrink = 0;
-        job_charge(j, KGX_M_ERR_CONTEXT, "context exceeded even after splitting smaller");
+        job_charge(j, KGX_OUT_CONTEXT, "context exceeded even after splitting smaller");
     }
 }
 
@@ -308,10 +380,38 @@ void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep)
             char *msg = c->suspect;
             c->suspect = NULL;
             c->state = CH_PENDING;
-            if (ep->state == KGX_EP_UP) job_charge(j, KGX_M_ERR_RESET, msg ? msg : "request failed");
+            if (ep->state == KGX_EP_UP) job_charge(j, KGX_OUT_RESET, msg ? msg : "request failed");
             free(msg);
         }
     }
+}
+
+static void answer_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    chunk_t *c = ud;
+    job_t *j = c->job;
+    kgx_engine_t *e = j->e;
+    char msg[700];
+    c->call = NULL;
+    if (o->rc) {
+        c->state = CH_PENDING;
+        if (o->abandoned) {
+            snprintf(msg, sizeof msg, "policy: %s", o->err);
+            job_charge(j, KGX_OUT_POLICY, msg);
+        } else {
+            snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", c->ep ? c->ep->base : "?", o->err);
+            job_charge(j, KGX_OUT_UNPARSEABLE, msg);
+        }
+        kgx_engine_pump(e);
+        return;
+    }
+    add_result(j, c->idx, &o->result);
+    kgx_metrics_observe_tokens(c->pt, c->ct);
+    add_answer(j, c->idx, o->body, o->body_len, c->ms, c->pt, c->ct);
+    c->state = CH_DONE;
+    j->ndone++;
+    if (j->ndone == j->nchunks && j->state == JOB_CHUNKS) job_write(j);
+    kgx_engine_pump(e);
 }
 
 static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
@@ -321,211 +421,188 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     kgx_engine_t *e = j->e;
     kgx_endpoint_t *ep = c->ep;
     c->req = NULL;
-    ep->in_flight--;
-    e->in_flight--;
-    kgx_metrics.in_flight = e->in_flight;
+    chunk_release(j, c);
     kgx_metrics_observe_latency(r->total_ms / 1000.0);
+    int context = r->err == KGX_HTTP_OK && is_context_error(r);
+    kgx_outcome_t oc = kgx_outcome_of_http(r->err, r->status, context);
+    const kgx_outcome_rule_t *rule = kgx_outcome_rule(oc);
     char msg[600];
-
-    if (r->err == KGX_HTTP_ECONNECT || (r->err == KGX_HTTP_OK && r->status == 503)) {
-        /* endpoint down or still loading: not the drawer's fault */
-        kgx_metrics.errors[r->err == KGX_HTTP_ECONNECT ? KGX_M_ERR_CONNECT : KGX_M_ERR_HTTP_5XX]++;
-        snprintf(msg, sizeof msg, "%s", r->err == KGX_HTTP_ECONNECT ? r->errmsg : "503 loading");
+    switch (oc) {
+    case KGX_OUT_CONNECT: snprintf(msg, sizeof msg, "%s", r->errmsg); break;
+    case KGX_OUT_LOADING: snprintf(msg, sizeof msg, "503 loading"); break;
+    case KGX_OUT_RESET: case KGX_OUT_TIMEOUT:
+        snprintf(msg, sizeof msg, "llm %s from %s: %s", oc == KGX_OUT_TIMEOUT ? "timeout" : "reset", ep->base, r->errmsg);
+        break;
+    case KGX_OUT_TOO_BIG: case KGX_OUT_TRANSPORT:
+        snprintf(msg, sizeof msg, "llm request to %s failed: %s", ep->base, r->errmsg);
+        break;
+    default:
+        snprintf(msg, sizeof msg, "llm http %ld from %s: %.300s", r->status, ep->base, r->body ? r->body : "");
+    }
+    switch (rule->action) {
+    case KGX_DO_ACCEPT:
+        break;
+    case KGX_DO_WAIT_ENDPOINT:          /* not the drawer's fault */
+        if (rule->metric >= 0) kgx_metrics.errors[rule->metric]++;
         c->state = CH_PENDING;
         kgx_endpoint_down(ep, msg);
         kgx_engine_pump(e);
         return;
-    }
-    if (r->err == KGX_HTTP_ERESET || r->err == KGX_HTTP_ETIMEOUT) {
-        snprintf(msg, sizeof msg, "llm %s from %s: %s", r->err == KGX_HTTP_ETIMEOUT ? "timeout" : "reset",
-                 ep->base, r->errmsg);
-        if (r->err == KGX_HTTP_ETIMEOUT) {
-            c->state = CH_PENDING;
-            job_charge(j, KGX_M_ERR_TIMEOUT, msg);
-            kgx_endpoint_check(ep);
-        } else {
-            c->state = CH_SUSPECT;
-            c->suspect = strdup(msg);
-            kgx_endpoint_check(ep);
-            if (!ep->probe) job_resolve_suspects(e, ep);
-        }
+    case KGX_DO_ASK_HEALTH:             /* /health decides: job_resolve_suspects */
+        c->state = CH_SUSPECT;
+        c->suspect = strdup(msg);
+        kgx_endpoint_check(ep);
+        if (!ep->probe) job_resolve_suspects(e, ep);
         kgx_engine_pump(e);
         return;
-    }
-    if (r->err != KGX_HTTP_OK) {
-        snprintf(msg, sizeof msg, "llm request to %s failed: %s", ep->base, r->errmsg);
-        c->state = CH_PENDING;
-        job_charge(j, r->err == KGX_HTTP_ETOOBIG ? KGX_M_ERR_TOO_BIG : KGX_M_ERR_RESET, msg);
-        kgx_engine_pump(e);
-        return;
-    }
-    if (is_context_error(r)) {
+    case KGX_DO_RESPLIT: {
         int n = kgx_error_n_ctx(r->body);
         if (n > 0) kgx_endpoint_learn_n_ctx(ep, n);
         job_resplit(j, n);
         kgx_engine_pump(e);
         return;
     }
-    if (r->status != 200) {
-        snprintf(msg, sizeof msg, "llm http %ld from %s: %.300s", r->status, ep->base, r->body ? r->body : "");
+    case KGX_DO_CHARGE: case KGX_DO_CHARGE_CHECK: case KGX_DO_RETRY_SAME:
         c->state = CH_PENDING;
-        job_charge(j, r->status >= 500 ? KGX_M_ERR_HTTP_5XX : KGX_M_ERR_HTTP_4XX, msg);
+        if (rule->action != KGX_DO_RETRY_SAME) job_charge(j, oc, msg);
+        if (rule->action == KGX_DO_CHARGE_CHECK) kgx_endpoint_check(ep);
         kgx_engine_pump(e);
         return;
     }
-    kgx_result_t res = { 0 };
-    char err[1024];
-    job_context(j);
-    int arc = kgx_script_answer(e->script, j->script_job, c->idx, r->body, r->body_len, &res, err, sizeof err);
-    kgx_log_set_context(NULL);
-    if (arc) {
-        snprintf(msg, sizeof msg, "unparseable answer from %s: %.500s", ep->base, err);
-        c->state = CH_PENDING;
-        job_charge(j, KGX_M_ERR_PARSE, msg);
-        kgx_engine_pump(e);
-        return;
-    }
-    add_result(j, c->idx, &res);
-    kgx_result_clear(&res);
     long pt = kgx_body_int(r->body, "tokens_evaluated"), ct = kgx_body_int(r->body, "tokens_predicted");
     if (pt < 0) pt = kgx_body_int(r->body, "prompt_tokens");
     if (ct < 0) ct = kgx_body_int(r->body, "completion_tokens");
-    kgx_metrics_observe_tokens(pt, ct);
-    add_answer(j, c->idx, r->body, r->body_len, r->total_ms, pt, ct);
-    c->state = CH_DONE;
-    j->ndone++;
-    if (j->ndone == j->nchunks && j->state == JOB_ACTIVE) job_write(j);
+    c->ms = r->total_ms;
+    c->pt = pt;
+    c->ct = ct;
+    kgx_drawer_t d = job_drawer(j);
+    char lc[240];
+    c->state = CH_PARSE;
+    c->call = kgx_hooks_answer(e->hooks, j->src, &d, &j->texts[c->idx], r->body, r->body_len,
+                               job_context(j, lc, sizeof lc), answer_cb, c);
+    if (!c->call) {
+        c->state = CH_PENDING;
+        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
+    }
+    kgx_engine_pump(e);
+}
+
+static void request_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    chunk_t *c = ud;
+    job_t *j = c->job;
+    kgx_engine_t *e = j->e;
+    kgx_endpoint_t *ep = c->ep;
+    c->call = NULL;
+    if (o->rc) {
+        char msg[1100];
+        snprintf(msg, sizeof msg, "policy: %s", o->err);
+        chunk_release(j, c);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_OUT_POLICY, msg);
+        kgx_engine_pump(e);
+        return;
+    }
+    kgx_request_t *rq = &o->request;
+    char url[2048];
+    snprintf(url, sizeof url, "%s%s", ep->base, rq->path);
+    long timeout = rq->timeout_ms > 0 ? rq->timeout_ms : (long)(e->cfg->request_timeout * 1000);
+    c->req = kgx_http_submit(e->http, "POST", url, rq->body, rq->body_len, timeout, MAX_ANSWER_BYTES, chunk_cb, c);
+    if (!c->req) {
+        chunk_release(j, c);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_OUT_TRANSPORT, "could not start the HTTP request");
+    } else {
+        c->state = CH_INFLIGHT;
+        ep->requests++;
+        kgx_metrics.llm_requests++;
+    }
     kgx_engine_pump(e);
 }
 
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
 {
     kgx_ctx_t ctx = { ep->n_ctx ? ep->n_ctx : kgx_endpoints_n_ctx(&e->eps), j->shrink, j->attempts + 1, ep->base };
-    kgx_request_t rq = { 0 };
-    char err[1024];
-    job_context(j);
-    int rrc = kgx_script_request(e->script, j->script_job, c->idx, &ctx, &rq, err, sizeof err);
-    kgx_log_set_context(NULL);
-    if (rrc) {
-        char msg[1100];
-        snprintf(msg, sizeof msg, "policy: %s", err);
-        job_charge(j, KGX_M_ERR_POLICY, msg);
-        return;
-    }
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", ep->base, rq.path);
-    long timeout = rq.timeout_ms > 0 ? rq.timeout_ms : (long)(e->cfg->request_timeout * 1000);
-    c->req = kgx_http_submit(e->http, "POST", url, rq.body, rq.body_len, timeout, MAX_ANSWER_BYTES, chunk_cb, c);
-    kgx_request_clear(&rq);
-    if (!c->req) {
-        job_charge(j, KGX_M_ERR_CONNECT, "could not start the HTTP request");
-        return;
-    }
-    c->state = CH_INFLIGHT;
+    kgx_drawer_t d = job_drawer(j);
+    char lc[240];
+    /* the slot is taken now: the request hook runs for this endpoint */
+    c->state = CH_REQUEST;
     c->ep = ep;
-    c->t0 = kgx_engine_now(e);
     ep->in_flight++;
-    ep->requests++;
     e->in_flight++;
     kgx_metrics.in_flight = e->in_flight;
-    kgx_metrics.llm_requests++;
+    c->call = kgx_hooks_request(e->hooks, j->src, &d, &j->texts[c->idx], &ctx, job_context(j, lc, sizeof lc),
+                                request_cb, c);
+    if (!c->call) {
+        chunk_release(j, c);
+        c->state = CH_PENDING;
+        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
+    }
 }
-
 /* ------------------------------------------------------------------ writing */
 
-static void print_dry_report(job_t *j)
+/* The one owner of a drawer's write payload: the triples array (and the answers array) as the
+ * write function reads them, closed — the job's own buffers are never touched. */
+void job_write_json(const job_t *j, kgx_buf_t *triples, kgx_buf_t *answers)
 {
-    kgx_engine_t *e = j->e;
-    if (e->cfg->json) {
-        kgx_buf_t b = { 0 };
-        kgx_buf_adds(&b, "{\"id\":");
-        kgx_buf_json_str(&b, j->row.drawer_id);
-        kgx_buf_adds(&b, ",\"chunks\":[");
-        for (size_t i = 0; i < j->nchunks; i++)
-            kgx_buf_printf(&b, "%s{\"tokens\":%d}", i ? "," : "", kgx_script_chunk_tokens(e->script, j->script_job, i));
-        kgx_buf_adds(&b, "],\"triples\":");
-        kgx_buf_adds(&b, j->triples.len ? j->triples.p : "[");
-        kgx_buf_adds(&b, "],\"dropped\":[");
-        if (j->report.len) kgx_buf_add(&b, j->report.p, j->report.len);
-        kgx_buf_printf(&b, "],\"kept\":%lld,\"would_write\":%d}\n", j->kept, j->n_triples);
-        fwrite(b.p, 1, b.len, stdout);
-        kgx_buf_free(&b);
+    if (j->triples.len) {
+        kgx_buf_add(triples, j->triples.p, j->triples.len);
+        kgx_buf_adds(triples, "]");
     } else {
-        printf("drawer %s: %zu chunk%s (tokens:", j->row.drawer_id, j->nchunks, j->nchunks == 1 ? "" : "s");
-        for (size_t i = 0; i < j->nchunks && i < 32; i++)
-            printf(" %d", kgx_script_chunk_tokens(e->script, j->script_job, i));
-        if (j->nchunks > 32) printf(" …");
-        printf(")\n");
-        if (j->report.len) fwrite(j->report.p, 1, j->report.len, stdout);
-        printf("  would write %d fact%s, dropped %lld\n", j->n_triples, j->n_triples == 1 ? "" : "s", j->dropped);
+        kgx_buf_adds(triples, "[]");
     }
-    fflush(stdout);
+    if (!answers) return;
+    if (j->answers.len) {
+        kgx_buf_add(answers, j->answers.p, j->answers.len);
+        kgx_buf_adds(answers, "]");
+    } else {
+        kgx_buf_adds(answers, "[]");
+    }
 }
 
-static void write_cb(int n, const char *err, const char *sqlstate, void *ud)
+void job_write_again(job_t *j, uint64_t ms)
 {
-    job_t *j = ud;
+    j->not_before = kgx_engine_now(j->e) + ms;
+    job_set_state(j, JOB_WRITE_WAIT);
+}
+
+/* The sink's answer about the write: n facts, -1 the claim was lost, or an error. */
+void job_written(job_t *j, int n, const char *err, const char *sqlstate)
+{
     kgx_engine_t *e = j->e;
     if (err) {
-        if (kgx_graph_is_transient(sqlstate, err) && ++j->write_retries <= MAX_WRITE_RETRIES) {
+        kgx_outcome_t oc = kgx_graph_is_transient(sqlstate, err) ? KGX_OUT_DB_TRANSIENT : KGX_OUT_DB;
+        long delay = kgx_outcome_rule(oc)->action == KGX_DO_RETRY_SAME ? kgx_db_retry_ms(++j->write_retries) : -1;
+        if (delay >= 0) {
             log_debug("drawer=%s write retry %d: %s", j->row.drawer_id, j->write_retries, err);
             kgx_metrics.errors[KGX_M_ERR_DB]++;
-            double d = 20.0 * (1 << (j->write_retries < 7 ? j->write_retries : 7));
-            job_set_state(j, JOB_WRITE_WAIT);
-            j->not_before = kgx_engine_now(e) + (uint64_t)(d * (0.5 + (double)rand() / RAND_MAX));
+            job_write_again(j, (uint64_t)delay);
         } else {
             char msg[800];
             snprintf(msg, sizeof msg, "db write failed%s%s: %s", sqlstate ? " " : "", sqlstate ? sqlstate : "", err);
             /* the facts are redone from scratch on the next attempt */
             job_reset_chunks(j);
             j->write_retries = 0;
-            job_set_state(j, JOB_ACTIVE);
-            job_charge(j, KGX_M_ERR_DB, msg);
+            job_set_state(j, JOB_WAIT_SPLIT);
+            job_charge(j, KGX_OUT_DB, msg);
         }
     } else if (n < 0) {
         log_warn("drawer=%s claim lost before the write (lease expired or re-queued); nothing written",
                  j->row.drawer_id);
         kgx_metrics.drawers[KGX_M_DRAWER_STALE]++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     } else {
         log_debug("drawer=%s completed triples=%d chunks=%zu", j->row.drawer_id, n, j->nchunks);
         kgx_metrics.drawers[j->nchunks ? KGX_M_DRAWER_COMPLETED : KGX_M_DRAWER_EMPTY]++;
         kgx_metrics.triples_written += (unsigned long long)n;
         e->done_here++;
-        job_free(j);
+        job_set_state(j, JOB_DONE);
     }
     kgx_engine_pump(e);
 }
 
 void job_write(job_t *j)
 {
-    kgx_engine_t *e = j->e;
     job_set_state(j, JOB_WRITING);
-    if (!e->db) {
-        print_dry_report(j);
-        e->done_here++;
-        job_reset_chunks(j);
-        job_set_state(j, JOB_DEAD);
-        return;
-    }
-    const char *triples = "[]";
-    if (j->triples.len) {
-        kgx_buf_adds(&j->triples, "]");
-        triples = j->triples.p;
-    }
-    const char *answers = NULL;
-    if (e->cfg->keep_answers) {
-        if (j->answers.len) kgx_buf_adds(&j->answers, "]");
-        answers = j->answers.len ? j->answers.p : "[]";
-    }
-    int rc = kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker, j->row.token, triples,
-                             answers, write_cb, j);
-    /* the closing brackets go again: a retry rebuilds them */
-    if (j->triples.len && j->triples.p[j->triples.len - 1] == ']') j->triples.p[--j->triples.len] = 0;
-    if (j->answers.len && j->answers.p[j->answers.len - 1] == ']') j->answers.p[--j->answers.len] = 0;
-    if (rc) {
-        job_set_state(j, JOB_WRITE_WAIT);
-        j->not_before = kgx_engine_now(e) + 500;
-    }
+    j->e->sink->write(j);
 }
-

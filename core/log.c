@@ -1,5 +1,7 @@
-/* log — see log.h. Writes each line with one write(2) so lines from concurrent processes
- * sharing a journal stream never interleave mid-line. */
+/* log — see log.h. Writes each line with one write(2) so lines from concurrent processes (and from
+ * the loop and hook threads of one process) sharing a journal stream never interleave mid-line.
+ * Threads: the level and journal flag are set once at start, before any hook thread exists; the
+ * drawer context is per thread. */
 #include "log.h"
 
 #include <stdio.h>
@@ -11,7 +13,7 @@
 
 static int g_level = KGX_LOG_INFO;
 static int g_journal = 0;
-static char g_ctx[256];
+static _Thread_local char g_ctx[256];
 
 void kgx_log_set_context(const char *ctx)
 {

@@ -17,8 +17,8 @@ int kgx_log_get_level(void);
 /* Detects JOURNAL_STREAM; call once at start (tests may call it again). */
 void kgx_log_init(void);
 
-/* A prefix for every line until cleared (NULL): the engine names the drawer while policy code runs,
- * so a kgx.log() from a hook says which drawer it is about. */
+/* A prefix for every line of this thread until cleared (NULL): a hook thread names the drawer while
+ * policy code runs, so a kgx.log() from a hook says which drawer it is about. */
 void kgx_log_set_context(const char *ctx);
 
 void kgx_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -7,6 +7,7 @@
 #include "db.h"
 #include "graph.h"
 #include "log.h"
+#include "outcome.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,6 @@
 
 #define PAGE 500
 #define POOL 4
-#define MAX_TRIES 20
 
 typedef struct {
     uv_loop_t loop;
@@ -28,16 +28,34 @@ typedef struct {
     reapply_t *ra;
     char *id, *triples;
     int tries;
+    uv_timer_t retry;           /* the daemon's retry policy for transient errors (kgx_db_retry_ms) */
 } rewrite_t;
 
 static void submit(rewrite_t *w);
+
+static void rewrite_free_cb(uv_handle_t *h)
+{
+    rewrite_t *w = h->data;
+    free(w->id);
+    free(w->triples);
+    free(w);
+}
+
+static void rewrite_done(rewrite_t *w)
+{
+    w->ra->pending--;
+    uv_close((uv_handle_t *)&w->retry, rewrite_free_cb);
+}
+
+static void retry_cb(uv_timer_t *t) { submit(t->data); }
 
 static void rewrite_cb(int n, const char *err, const char *sqlstate, void *ud)
 {
     rewrite_t *w = ud;
     reapply_t *ra = w->ra;
-    if (err && kgx_graph_is_transient(sqlstate, err) && ++w->tries < MAX_TRIES) {
-        submit(w);                  /* deadlock or lost connection: the pool reconnects; again */
+    long delay = err && kgx_graph_is_transient(sqlstate, err) ? kgx_db_retry_ms(++w->tries) : -1;
+    if (delay >= 0) {               /* deadlock or lost connection: the pool reconnects; again */
+        uv_timer_start(&w->retry, retry_cb, (uint64_t)delay, 0);
         return;
     }
     if (err) {
@@ -49,20 +67,14 @@ static void rewrite_cb(int n, const char *err, const char *sqlstate, void *ud)
         ra->drawers++;
         ra->facts += n;
     }
-    ra->pending--;
-    free(w->id);
-    free(w->triples);
-    free(w);
+    rewrite_done(w);
 }
 
 static void submit(rewrite_t *w)
 {
     if (kgx_graph_write(w->ra->db, w->ra->graph, w->id, NULL, -1, w->triples, NULL, rewrite_cb, w)) {
         w->ra->failed++;
-        w->ra->pending--;
-        free(w->id);
-        free(w->triples);
-        free(w);
+        rewrite_done(w);
     }
 }
 
@@ -151,6 +163,8 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
                 w->ra = &ra;
                 w->id = strdup(id);
                 w->triples = triples;
+                uv_timer_init(&ra.loop, &w->retry);
+                w->retry.data = w;
                 ra.pending++;
                 submit(w);
             }
