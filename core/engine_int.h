@@ -21,6 +21,10 @@
 
 #define MAX_ANSWER_BYTES (8u << 20)     /* hostile answers keep memory bounded */
 #define MAX_SHRINK 6
+/* economy (issue 14): an answer holding the per-call cap is asked again as two halves, at most this
+ * deep (one chunk costs at most 2^(d+1) - 1 requests), within DENSE_EXTRA extra chunks per job */
+#define MAX_DENSE_DEPTH 3
+#define DENSE_MIN_BYTES 24
 #define STOP_DEADLINE_MS 8000
 
 /* The engine's life cycle: running; stopping (no claims, requests cancelled, waiting for the database
@@ -42,6 +46,10 @@ typedef struct {
     double ms;                  /* the answer's latency and token counts, kept for the stored answer */
     long pt, ct;
     char *suspect;              /* the failure waiting for /health's verdict */
+    int depth;                  /* economy (issue 14): halvings of a dense answer's chunk it comes from */
+    long parent;                /* economy (issue 14): index of the chunk it is a half of, -1 for split's */
+    uint64_t *facts;            /* economy (issue 14): hashes of its answer's facts (kept and dropped) */
+    size_t nfacts;
 } chunk_t;
 
 struct job {
@@ -56,6 +64,8 @@ struct job {
     size_t nchunks_texts;
     chunk_t *chunks;
     size_t nchunks, ndone;
+    size_t chunks_cap;          /* economy (issue 14): room for the halves of dense answers (the array
+                                 * never moves: in-flight calls hold chunk pointers) */
     int shrink, attempts, write_retries;
     uint64_t not_before;        /* ms, loop time */
     kgx_buf_t triples, answers, report;
