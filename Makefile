@@ -61,7 +61,7 @@ objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
 B  = build
 BA = build/asan
 
-.PHONY: all asan test test-quick demo install clean bench reliability check-unit
+.PHONY: all asan test demo install clean bench reliability
 all: $(B)/bin/kgx-run $(B)/bin/fake-llama unit
 
 unit: $(addprefix $(B)/bin/,$(TEST_BINS))

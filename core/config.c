@@ -201,6 +201,8 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
     c->min_confidence = 0.5;
     c->max_triples = 10;
     c->keep_answers = 1;
+    c->hook_timeout_ms = 2000;     /* [core] the policy hook watchdog */
+    c->retry_base_ms = 1000;       /* [core] first retry backoff of a charged failure */
     c->graph = strdup("mempalace_kg");
     c->model = strdup("phi-4-mini");
     err[0] = 0;
@@ -228,6 +230,18 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         return 2;
     }
     long l;
+    /* [core] operator/test knobs without flags: KGX_HOOK_TIMEOUT_MS, KGX_RETRY_BASE_MS */
+    if ((e = getenv("KGX_HOOK_TIMEOUT_MS")) && *e) {
+        if (parse_int(e, 10, 3600000, &l)) {
+            snprintf(err, errlen, "error: KGX_HOOK_TIMEOUT_MS: expected milliseconds 10..3600000, got '%s'", e);
+            return 2;
+        }
+        c->hook_timeout_ms = (int)l;
+    }
+    if ((e = getenv("KGX_RETRY_BASE_MS")) && *e && parse_num(e, 1, 3600000, &c->retry_base_ms)) {
+        snprintf(err, errlen, "error: KGX_RETRY_BASE_MS: expected milliseconds, got '%s'", e);
+        return 2;
+    }
     if ((e = getenv("MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER")) && *e) {
         if (parse_int(e, 1, 1000, &l)) {
             snprintf(err, errlen, "error: MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER: expected 1..1000, got '%s'", e);

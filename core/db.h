@@ -33,7 +33,7 @@ typedef struct {
 } kgx_db_opts_t;
 
 kgx_db_t *kgx_db_new(uv_loop_t *loop, const kgx_db_opts_t *opts);
-/* Fails queued/running statements' callbacks? No: drops them silently (shutdown), closes handles. */
+/* Shutdown: drops queued and running statements without calling their callbacks, closes the handles. */
 void kgx_db_free(kgx_db_t *db);
 /* Queues one statement ($1… text params, copied; NULL param = SQL NULL). Returns 0, or <0 when the
  * handle is shutting down or the arguments are bad (cb never called). The callback never runs

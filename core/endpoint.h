@@ -65,8 +65,8 @@ const char *kgx_endpoint_state_name(int state);
 /* Pure helpers (tested): numbers from a /props body; -1 when absent. */
 int kgx_props_total_slots(const char *body);
 int kgx_props_n_ctx(const char *body);
-int kgx_error_n_ctx(const char *body);
+int kgx_error_n_ctx(const char *body);                    /* n_ctx from an exceed_context_size_error body */
 /* First integer member "key" anywhere in a response body (token counts); -1 when absent. */
-long kgx_body_int(const char *body, const char *key);    /* n_ctx from an exceed_context_size_error body */
+long kgx_body_int(const char *body, const char *key);
 
 #endif

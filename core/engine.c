@@ -51,9 +51,9 @@ static void maybe_claim(kgx_engine_t *e)
     if (c->mode == KGX_MODE_ONCE && e->claims > 0) return;
     if (kgx_endpoints_up(&e->eps) == 0) return;          /* outage: keep the queue's attempts */
     int cap = kgx_endpoints_capacity(&e->eps);
-    if (cap > c->workers) cap = c->workers;
+    if (cap > e->max_in_flight) cap = e->max_in_flight;
     if (ready_units(e) >= (size_t)cap) return;
-    int room = c->workers + 2 * c->batch_size - e->njobs;
+    int room = e->max_in_flight + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
     int code;
@@ -106,10 +106,10 @@ static void pump(kgx_engine_t *e)
             }
         }
         /* fill the free slots, oldest drawer first */
-        for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->cfg->workers; j = nx) {
+        for (job_t *j = e->jobs.next, *nx; j != &e->jobs && e->in_flight < e->max_in_flight; j = nx) {
             nx = j->next;
             chunk_t *c;
-            while (e->in_flight < e->cfg->workers && (c = job_next_chunk(j))) {
+            while (e->in_flight < e->max_in_flight && (c = job_next_chunk(j))) {
                 kgx_endpoint_t *ep = kgx_endpoints_pick(&e->eps);
                 if (!ep) goto full;
                 job_send_chunk(e, j, c, ep);
@@ -249,7 +249,7 @@ static void refresh_cb(uv_timer_t *t)
 static void heartbeat_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (e->sink->durable && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker, NULL, NULL);
+    if (e->sink->durable && !stopping(e) && e->njobs) kgx_queue_heartbeat(e->db, e->worker_id, NULL, NULL);
 }
 
 static void watchdog_cb(uv_timer_t *t) { kgx_notify("WATCHDOG=1"); }
@@ -308,24 +308,32 @@ static const char *policy_name(const kgx_engine_t *e) { return kgx_policy_src_na
 static const char *policy_version(const kgx_engine_t *e) { return kgx_policy_src_version(kgx_hooks_src(e->hooks)); }
 
 /* The new text loads on a hook thread (its top-level code is policy code too); drawers in flight
- * finish with the text they started with. */
+ * finish with the text they started with. Reloads may overlap (a SIGHUP and a file change): each
+ * carries its own reason. */
+typedef struct { kgx_engine_t *e; const char *why; } reload_t;
+
 static void reloaded_cb(kgx_hook_outcome_t *o, void *ud)
 {
-    kgx_engine_t *e = ud;
+    reload_t *r = ud;
+    kgx_engine_t *e = r->e;
     if (o->rc)
-        log_err("policy reload (%s) failed, keeping %s %s: %s", e->reload_why, policy_name(e), policy_version(e), o->err);
+        log_err("policy reload (%s) failed, keeping %s %s: %s", r->why, policy_name(e), policy_version(e), o->err);
     else
-        log_info("policy reloaded (%s): %s version %s", e->reload_why, policy_name(e), policy_version(e));
+        log_info("policy reloaded (%s): %s version %s", r->why, policy_name(e), policy_version(e));
     kgx_notify("READY=1");
+    free(r);
 }
 
 static void reload_policy(kgx_engine_t *e, const char *why)
 {
     char err[1024];
+    reload_t *r = malloc(sizeof *r);
     kgx_notify("RELOADING=1");
-    e->reload_why = why;
-    if (kgx_hooks_reload(e->hooks, reloaded_cb, e, err, sizeof err)) {
-        log_err("policy reload (%s) failed, keeping %s %s: %s", why, policy_name(e), policy_version(e), err);
+    if (r) *r = (reload_t){ e, why };
+    if (!r || kgx_hooks_reload(e->hooks, reloaded_cb, r, err, sizeof err)) {
+        log_err("policy reload (%s) failed, keeping %s %s: %s", why, policy_name(e), policy_version(e),
+                r ? err : "out of memory");
+        free(r);
         kgx_notify("READY=1");
     }
 }
@@ -373,7 +381,7 @@ static void signal_cb(uv_signal_t *s, int signum)
 static void drain_cb(uv_timer_t *t)
 {
     kgx_engine_t *e = t->data;
-    if (kgx_db_pending(e->db) > 0 && e->drain_ticks++ < 150) return;
+    if (kgx_db_pending(e->db) > 0 && e->drain_ticks++ < DRAIN_TICKS_MAX) return;
     uv_timer_stop(t);
     uv_stop(&e->loop);
 }
@@ -388,8 +396,8 @@ static void finish(kgx_engine_t *e, int code)
     uv_timer_t *quiet[] = { &e->poll, &e->progress, &e->heartbeat, &e->refresh, &e->publish,
                             &e->wake, &e->stop_deadline };
     for (size_t i = 0; i < sizeof quiet / sizeof *quiet; i++) uv_timer_stop(quiet[i]);
-    if (e->sink->durable && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker, NULL, NULL);
-    uv_timer_start(&e->stop_deadline, drain_cb, 0, 20);
+    if (e->sink->durable && kgx_db_is_up(e->db)) kgx_queue_forget_worker(e->db, e->worker_id, NULL, NULL);
+    uv_timer_start(&e->stop_deadline, drain_cb, 0, DRAIN_TICK_MS);
 }
 
 /* ------------------------------------------------------------------ status */
@@ -397,7 +405,7 @@ static void finish(kgx_engine_t *e, int code)
 static void engine_view(const kgx_engine_t *e, kgx_process_view_t *v)
 {
     memset(v, 0, sizeof *v);
-    v->worker_id = e->worker;
+    v->worker_id = e->worker_id;
     v->policy_name = policy_name(e);
     v->policy_version = policy_version(e);
     v->in_flight = e->in_flight;
@@ -425,7 +433,7 @@ static void publish_cb(uv_timer_t *t)
     kgx_buf_adds(&b, "{");
     kgx_status_process_json(&b, &v);
     kgx_buf_adds(&b, "}");
-    kgx_queue_publish_worker(e->db, e->worker, b.p, NULL, NULL);
+    kgx_queue_publish_worker(e->db, e->worker_id, b.p, NULL, NULL);
     kgx_buf_free(&b);
 }
 
@@ -471,19 +479,18 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
+    e->max_in_flight = cfg->workers;      /* --workers: LLM requests in flight (the flag keeps its name) */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
-    const char *rb = getenv("KGX_RETRY_BASE_MS");
-    e->retry_base_ms = rb && *rb ? atof(rb) : 1000.0;
-    if (e->retry_base_ms < 1) e->retry_base_ms = 1;
+    e->retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 1000.0;
     e->tty = isatty(2) && !getenv("JOURNAL_STREAM");
     if (cfg->worker_id) {
-        snprintf(e->worker, sizeof e->worker, "%s", cfg->worker_id);
+        snprintf(e->worker_id, sizeof e->worker_id, "%s", cfg->worker_id);
     } else {
         char host[128] = "localhost";
         gethostname(host, sizeof host - 1);
-        snprintf(e->worker, sizeof e->worker, "%s:%d:%08x", host, (int)getpid(), (unsigned)rand());
+        snprintf(e->worker_id, sizeof e->worker_id, "%s:%d:%08x", host, (int)getpid(), (unsigned)rand());
     }
 
     kgx_script_opts_t so = { 0 };
@@ -492,13 +499,13 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     so.n_ctx = cfg->n_ctx;
     so.min_confidence = cfg->min_confidence;
     so.max_triples = cfg->max_triples;
+    so.hook_timeout_ms = cfg->hook_timeout_ms;
     char serr[1024];
-    /* the policy loads once here (a bad one is a configuration error, exit 2); the hook threads then
-     * build their states from the same text */
+    /* the policy loads once here (a bad one is a configuration error, exit 2) and that state goes to the
+     * first hook thread; later threads build theirs from the same text */
     kgx_policy_src_t *src = kgx_policy_src_read(&so, serr, sizeof serr);
     kgx_script_t *probe = src ? kgx_script_new_src(src, serr, sizeof serr) : NULL;
-    kgx_script_free(probe);
-    if (probe) e->hooks = kgx_hooks_new(&e->loop, src, hooks_cap_cb, e, serr, sizeof serr);
+    if (probe) e->hooks = kgx_hooks_new(&e->loop, probe, hooks_cap_cb, e, serr, sizeof serr);   /* takes it */
     kgx_policy_src_unref(src);
     if (!e->hooks) {
         snprintf(err, errlen, "error: policy %s: %s", policy_path, serr);
@@ -548,7 +555,7 @@ int kgx_engine_run(kgx_engine_t *e)
 {
     kgx_config_t *c = e->cfg;
     e->start_t = now_ms(e);
-    log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker,
+    log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker_id,
              policy_name(e), policy_version(e), c->n_endpoints, c->workers,
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
@@ -559,8 +566,8 @@ int kgx_engine_run(kgx_engine_t *e)
         uint64_t hb = (uint64_t)(c->lease_seconds * 1000 / 3);
         uv_timer_start(&e->heartbeat, heartbeat_cb, hb, hb);
         e->bar = e->tty && c->mode == KGX_MODE_BACKFILL;
-        if (e->httpd || e->bar) uv_timer_start(&e->refresh, refresh_cb, e->bar ? 1000 : 0, e->bar ? 1000 : 5000);
-        uv_timer_start(&e->publish, publish_cb, 200, 5000);
+        if (e->httpd || e->bar) uv_timer_start(&e->refresh, refresh_cb, e->bar ? BAR_MS : 0, e->bar ? BAR_MS : REFRESH_MS);
+        uv_timer_start(&e->publish, publish_cb, PUBLISH_FIRST_MS, PUBLISH_MS);
     }
     if (c->mode == KGX_MODE_DAEMON) start_watching(e);
     long wd = kgx_notify_watchdog_ms();

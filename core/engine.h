@@ -1,21 +1,21 @@
 /* engine — the extraction loop: claims drawers, runs each through the policy and the LLM, writes
  * the facts, and keeps --workers requests in flight.
  *
- * A job is one claimed drawer. Its state is data (enum kgx_job_state) and moves only through
- * job_set_state(), which keeps the counters true. Chunks of one drawer are independent requests:
- * they fan out over the free slots; the drawer is written once every chunk has its answer.
- * Claims refill continuously (whenever fewer ready chunks than free slots remain), so one slow
- * drawer never idles the others.
+ * Threads: one loop thread (libuv) runs everything here — claims, HTTP, the database, timers,
+ * signals, status — plus hook threads (hooks.h) that run policy code beside it; results cross back
+ * to the loop, so a slow or stuck hook never holds it.
  *
- * Failure policy (DESIGN.md invariant 1):
- *   - connect refused / 503 loading: the endpoint is set aside; the chunk waits, no attempt charged;
- *   - reset or timeout: /health decides — endpoint down → not charged, endpoint fine → charged;
- *   - 5xx, other 4xx, unparseable answer, policy error: charged; retried after exponential
- *     backoff with jitter; parked with its error after --max-attempts;
- *   - 400 context size: the drawer is split again smaller (shrink), not charged;
- *   - database errors on the write: transient ones (deadlock, lost connection) retried as they are,
- *     others charged.
- * With --dry-run the same machinery reads drawers from a file and prints instead of writing. */
+ * A job is one claimed drawer. Its state is data (job_state_t, drawn at the top of job.c) and moves
+ * only through job_set_state(), which keeps the counters true; the loop asks each job what it needs
+ * next (job_next_action). Chunks of one drawer are independent requests: they fan out over the free
+ * slots; the drawer is written once every chunk has its answer. Claims refill continuously (whenever
+ * fewer ready chunks than free slots remain), so one slow drawer never idles the others.
+ *
+ * Failure policy (nothing lost, nothing silent): one table, in outcome.c — which HTTP, hook and database
+ * outcome is waited out, asked about (/health), charged (backoff, parked after --max-attempts),
+ * split smaller or retried as is.
+ * Where drawers come from and where results go is a sink (sink.h): the database, or with --dry-run a
+ * file and stdout. */
 #ifndef KGX_ENGINE_H
 #define KGX_ENGINE_H
 

@@ -19,13 +19,22 @@
 #include "queue.h"
 #include "script.h"
 
+/* Limits and timings of the loop, in one place (flags and their defaults: config.c). */
 #define MAX_ANSWER_BYTES (8u << 20)     /* hostile answers keep memory bounded */
-#define MAX_SHRINK 6
+#define MAX_SHRINK 6                    /* context-size resplits of one drawer before it is charged */
 /* economy (issue 14): an answer holding the per-call cap is asked again as two halves, at most this
- * deep (one chunk costs at most 2^(d+1) - 1 requests), within DENSE_EXTRA extra chunks per job */
+ * deep (one chunk costs at most 2^(d+1) - 1 requests); shorter chunks are not halved */
 #define MAX_DENSE_DEPTH 3
 #define DENSE_MIN_BYTES 24
-#define STOP_DEADLINE_MS 8000
+#define STOP_DEADLINE_MS 8000           /* SIGTERM: rows left to their lease after this (exit within 10 s) */
+#define DRAIN_TICK_MS 20                /* finishing: how often the loop looks at the database's queue */
+#define DRAIN_TICKS_MAX 150             /* ... and for how many ticks at most (~3 s) */
+#define REFRESH_MS 5000                 /* the counters behind /status */
+#define BAR_MS 1000                     /* the live progress bar on a terminal */
+#define PUBLISH_FIRST_MS 200            /* this process's row in kgx_workers: first, then every ... */
+#define PUBLISH_MS 5000
+#define FAIL_RECORD_RETRY_MS 1000       /* the database was away while recording a failure */
+#define WRITE_START_RETRY_MS 500        /* no connection to start a write on */
 
 /* The engine's life cycle: running; stopping (no claims, requests cancelled, waiting for the database
  * to answer what it was asked); releasing (giving the claimed rows back); finished (the loop drains). */
@@ -82,13 +91,13 @@ struct kgx_engine {
     kgx_hooks_t *hooks;
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
-    char worker[256];
+    char worker_id[256];        /* this process in the queue (worker_id column) and kgx_workers */
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;
+    int max_in_flight;          /* --workers */
     int jobs_in[JOB__N];        /* jobs per state, kept by job_set_state() */
     engine_phase_t phase;
     int claiming, claims, idle, exit_code, stop_code, pumping, repump;
-    const char *reload_why;
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;

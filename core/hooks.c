@@ -77,6 +77,7 @@ struct kgx_hooks {
     hook_thread_t *threads;          /* live (not abandoned), under mu */
     int abandoned_alive;             /* under mu */
     int quit;                        /* under mu */
+    int live, idle;                  /* threads not abandoned / waiting for a call, under mu */
     atomic_int n_ctx;
     kgx_policy_src_t *current;       /* the loop's */
     int timeout_ms;
@@ -162,7 +163,9 @@ static void thread_main(void *arg)
     kgx_hooks_t *h = t->h;
     uv_mutex_lock(&h->mu);
     for (;;) {
+        h->idle++;
         while (!h->quit && !h->head && !t->abandoned) uv_cond_wait(&h->cv, &h->mu);
+        h->idle--;
         if (h->quit || t->abandoned) break;
         kgx_hook_call_t *c = h->head;
         h->head = c->next;
@@ -194,20 +197,25 @@ static void thread_main(void *arg)
     if (abandoned) free(t);               /* detached: nobody joins us */
 }
 
-static int spawn(kgx_hooks_t *h)
+/* A new hook thread; it starts with `script` (owned, may be NULL: built at its first call). */
+static int spawn(kgx_hooks_t *h, kgx_script_t *script)
 {
     hook_thread_t *t = calloc(1, sizeof *t);
-    if (!t) return -1;
+    if (!t) { kgx_script_free(script); return -1; }
     t->h = h;
     t->n_ctx = -1;
+    t->script = script;
     uv_mutex_lock(&h->mu);
     t->next = h->threads;
     h->threads = t;
+    h->live++;
     uv_mutex_unlock(&h->mu);
     if (uv_thread_create(&t->tid, thread_main, t) != 0) {
         uv_mutex_lock(&h->mu);
         h->threads = t->next;
+        h->live--;
         uv_mutex_unlock(&h->mu);
+        kgx_script_free(t->script);
         free(t);
         return -1;
     }
@@ -260,13 +268,13 @@ static const char *call_hook_name(call_kind_t k)
 static void tick_cb(uv_timer_t *tm)
 {
     kgx_hooks_t *h = tm->data;
-    uint64_t now = mono_ms();
     struct { kgx_hook_cb cb; void *ud; kgx_hook_t hook; const char *name; kgx_policy_src_t *src; } late[16];
     int nlate = 0, alive;
     uv_mutex_lock(&h->mu);
+    uint64_t now = mono_ms();   /* under mu: no thread can have started a call after this instant */
     for (hook_thread_t **pp = &h->threads, *t; (t = *pp) && nlate < 16;) {
         kgx_hook_call_t *c = t->call;
-        if (!c || now - t->started_ms <= (uint64_t)(h->timeout_ms + KGX_HOOK_GRACE_MS)) {
+        if (!c || now < t->started_ms || now - t->started_ms <= (uint64_t)(h->timeout_ms + KGX_HOOK_GRACE_MS)) {
             pp = &t->next;
             continue;
         }
@@ -281,6 +289,7 @@ static void tick_cb(uv_timer_t *tm)
         c->cb = NULL;                     /* the thread frees it, the loop never sees it again */
         t->abandoned = 1;
         *pp = t->next;                    /* no longer ours */
+        h->live--;
         pthread_detach(t->tid);
         h->abandoned_alive++;
     }
@@ -289,11 +298,13 @@ static void tick_cb(uv_timer_t *tm)
     for (int i = 0; i < nlate; i++) {
         log_err("watchdog: hook '%s' exceeded %d ms; its state is abandoned (%d stuck hook thread%s of at most %d)",
                 late[i].name, h->timeout_ms, alive, alive == 1 ? "" : "s", KGX_HOOK_MAX_ABANDONED);
-        if (alive < KGX_HOOK_MAX_ABANDONED && spawn(h) != 0) log_err("hooks: cannot start a replacement thread");
+        if (alive < KGX_HOOK_MAX_ABANDONED && spawn(h, NULL) != 0) log_err("hooks: cannot start a replacement thread");
         if (late[i].cb) {
             char err[200];
             kgx_hook_outcome_t o = { 0 };
-            snprintf(err, sizeof err, "watchdog: hook '%s' exceeded %d ms", late[i].name, h->timeout_ms);
+            const char *where = kgx_policy_src_hook_where(late[i].src, late[i].hook);
+            snprintf(err, sizeof err, "%s%swatchdog: hook '%s' exceeded %d ms", where, *where ? ": " : "",
+                     late[i].name, h->timeout_ms);
             o.rc = -1;
             o.failed = late[i].hook;
             o.abandoned = 1;
@@ -309,11 +320,12 @@ static void tick_cb(uv_timer_t *tm)
     }
 }
 
-kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_policy_src_t *src, void (*on_cap)(void *), void *ud,
+kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_script_t *first, void (*on_cap)(void *), void *ud,
                            char *err, size_t errlen)
 {
+    kgx_policy_src_t *src = kgx_script_src(first);
     kgx_hooks_t *h = calloc(1, sizeof *h);
-    if (!h) { snprintf(err, errlen, "hooks: out of memory"); return NULL; }
+    if (!h) { snprintf(err, errlen, "hooks: out of memory"); kgx_script_free(first); return NULL; }
     h->loop = loop;
     h->current = kgx_policy_src_ref(src);
     h->timeout_ms = kgx_policy_src_timeout_ms(src);
@@ -329,12 +341,12 @@ kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_policy_src_t *src, void (*on_cap
     uv_timer_start(&h->tick, tick_cb, KGX_HOOK_TICK_MS, KGX_HOOK_TICK_MS);
     uv_unref((uv_handle_t *)&h->tick);
     uv_unref((uv_handle_t *)&h->done_async);
-    for (int i = 0; i < KGX_HOOK_THREADS; i++)
-        if (spawn(h) != 0) {
-            snprintf(err, errlen, "hooks: cannot start hook threads");
-            kgx_hooks_free(h);
-            return NULL;
-        }
+    /* one thread now, with the state the caller loaded; more as calls wait (submit) */
+    if (spawn(h, first) != 0) {
+        snprintf(err, errlen, "hooks: cannot start a hook thread");
+        kgx_hooks_free(h);
+        return NULL;
+    }
     return h;
 }
 
@@ -343,12 +355,18 @@ static void closed_cb(uv_handle_t *hd) { (void)hd; }
 void kgx_hooks_free(kgx_hooks_t *h)
 {
     if (!h) return;
+    struct { kgx_hook_cb cb; void *ud; } gone[64];
+    int ngone = 0;
     uv_mutex_lock(&h->mu);
     h->quit = 1;
     hook_thread_t *idle = NULL;
     for (hook_thread_t *t = h->threads, *n; t; t = n) {
         n = t->next;
         if (t->call) {                    /* running: never wait for it */
+            if (t->call->cb && ngone < 64) {
+                gone[ngone].cb = t->call->cb;
+                gone[ngone++].ud = t->call->ud;
+            }
             t->call->cb = NULL;
             t->abandoned = 1;
             pthread_detach(t->tid);
@@ -368,8 +386,15 @@ void kgx_hooks_free(kgx_hooks_t *h)
         uv_thread_join(&t->tid);
         free(t);
     }
-    for (kgx_hook_call_t *c = queued, *n; c; c = n) { n = c->next; call_free(c); }
-    for (kgx_hook_call_t *c = done, *n; c; c = n) { n = c->next; call_free(c); }
+    /* a callback runs exactly once unless cancelled: what never ran fails now */
+    kgx_hook_outcome_t stop = { .rc = -1, .failed = KGX_HOOK_LOAD, .err = "stopping" };
+    for (int i = 0; i < ngone; i++) gone[i].cb(&stop, gone[i].ud);
+    for (kgx_hook_call_t *c = queued, *n; c; c = n) {
+        n = c->next;
+        if (c->cb) { stop.src = c->src; c->cb(&stop, c->ud); }
+        call_free(c);
+    }
+    for (kgx_hook_call_t *c = done, *n; c; c = n) { n = c->next; deliver(c); }
     uv_close((uv_handle_t *)&h->done_async, closed_cb);
     uv_close((uv_handle_t *)&h->tick, closed_cb);
     uv_run(h->loop, UV_RUN_NOWAIT);
@@ -451,7 +476,9 @@ static kgx_hook_call_t *submit(kgx_hooks_t *h, kgx_hook_call_t *c)
     else h->head = c;
     h->tail = c;
     uv_cond_signal(&h->cv);
+    int grow = h->idle == 0 && h->live < KGX_HOOK_THREADS && !h->capped;
     uv_mutex_unlock(&h->mu);
+    if (grow && spawn(h, NULL) != 0) log_warn("hooks: cannot start another hook thread");
     return c;
 }
 

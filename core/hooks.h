@@ -22,9 +22,11 @@
 #include <uv.h>
 #include "script.h"
 
-#define KGX_HOOK_THREADS 4          /* hook threads (states) running policy code side by side */
+#define KGX_HOOK_THREADS 4          /* at most this many hook threads (states) side by side */
 #define KGX_HOOK_MAX_ABANDONED 4    /* stuck threads allowed at once; at the cap: on_cap */
-#define KGX_HOOK_GRACE_MS 250       /* past the limit, before the loop gives a state up */
+#define KGX_HOOK_GRACE_MS 1000      /* past the limit, before the loop gives a state up: a hook in Lua
+                                     * code stops itself at the limit; one inside a C call (a huge
+                                     * string.rep under a slow allocator) gets this much slack */
 #define KGX_HOOK_TICK_MS 100        /* how often the loop looks at running hooks */
 
 typedef struct kgx_hooks kgx_hooks_t;
@@ -48,8 +50,10 @@ typedef struct {
 
 typedef void (*kgx_hook_cb)(kgx_hook_outcome_t *o, void *ud);
 
-/* src must have loaded once (kgx_script_new_src succeeded). NULL + err on failure. */
-kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_policy_src_t *src, void (*on_cap)(void *ud), void *ud,
+/* Starts the pool with one hook thread that takes `first` (a state the caller loaded; owned, its
+ * policy text becomes the current one); more threads start as calls have to wait, up to
+ * KGX_HOOK_THREADS, so a quiet process holds one Lua state. NULL + err on failure. */
+kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_script_t *first, void (*on_cap)(void *ud), void *ud,
                            char *err, size_t errlen);
 /* Joins idle threads, abandons running ones (never waits for a stuck hook); NULL ok. Call before
  * uv_loop_close: closes its handles with uv_close and runs the loop once. */

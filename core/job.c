@@ -286,7 +286,7 @@ void job_failed(job_t *j, int attempts, int parked, int stale, const char *err)
     if (err) {
         /* the database is away: keep the claim, try again shortly */
         log_warn("drawer=%s recording a failure failed: %s", j->row.drawer_id, err);
-        j->not_before = kgx_engine_now(e) + 1000;
+        j->not_before = kgx_engine_now(e) + FAIL_RECORD_RETRY_MS;
         job_set_state(j, JOB_RETRY_WAIT);
     } else if (stale) {
         log_warn("drawer=%s claim lost (lease expired or re-queued); dropping this copy", j->row.drawer_id);

@@ -112,7 +112,7 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
     return 0;
 }
 
-/* Schema setup before the loop: blocking, once, safe with several processes starting together. */
+/* Waiting for PostgreSQL at start: SIGTERM/SIGINT end the wait (the loop's handlers are not up yet). */
 static volatile sig_atomic_t g_stop_waiting;
 static void stop_waiting(int sig) { (void)sig; g_stop_waiting = 1; }
 

@@ -1,6 +1,7 @@
 /* metrics — process counters and histograms, rendered in Prometheus text exposition format.
  *
- * One global registry (single-threaded loop). Names are fixed here so /metrics is stable:
+ * One global registry, touched only by the loop thread (hook threads never count anything). Names
+ * are fixed here so /metrics is stable:
  *   kgx_drawers_total{result="completed|empty|parked|stale"}   counter
  *   kgx_triples_total{result="written|dropped"}                counter
  *   kgx_errors_total{kind="timeout|connect|reset|http_4xx|http_5xx|parse|policy|db|too_big|context"} counter

@@ -1,4 +1,4 @@
-/* outcome — the failure policy as one table (see outcome.h). DESIGN.md invariant 1: nothing lost,
+/* outcome — the failure policy as one table (see outcome.h). The rule: nothing lost,
  * nothing silent — a failure either is not the drawer's fault (it waits, uncharged) or is charged
  * (retried with backoff, parked with its error after --max-attempts); never "done with 0 facts".
  *

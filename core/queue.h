@@ -61,6 +61,5 @@ int kgx_queue_counts(kgx_db_t *db, double lease_s, kgx_queue_counts_cb cb, void 
 int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out, char *err, size_t errlen);
 /* Queues every drawer not yet in the queue or not completed (at most limit; 0 = all). */
 int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *err, size_t errlen);
-/* Writes the counters as JSON object members (no braces) into buf. */
 
 #endif

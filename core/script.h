@@ -117,6 +117,9 @@ const char *kgx_policy_src_version(const kgx_policy_src_t *src);
 const char *kgx_policy_src_path(const kgx_policy_src_t *src);
 const char *kgx_policy_src_plugins_dir(const kgx_policy_src_t *src);
 int kgx_policy_src_timeout_ms(const kgx_policy_src_t *src);
+/* "prompts/x.lua:41": where hook h is defined ("" for a default or the load), for messages that
+ * cannot ask the Lua state (an abandoned one). */
+const char *kgx_policy_src_hook_where(const kgx_policy_src_t *src, kgx_hook_t h);
 
 /* ---- a state */
 

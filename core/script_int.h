@@ -53,6 +53,7 @@ struct kgx_policy_src {
     script_module_t *mods;     /* plugins the first load required, by module name */
     size_t nmods;
     char *name, *version;      /* set by the first load */
+    char hook_where[KGX_HOOK_N][160];   /* "prompts/x.lua:41" where each Lua hook is defined, or "" */
 };
 
 /* One loaded policy: registry refs into its state. */

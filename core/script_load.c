@@ -165,6 +165,11 @@ const char *kgx_policy_src_name(const kgx_policy_src_t *src) { return src ? src-
 const char *kgx_policy_src_version(const kgx_policy_src_t *src) { return src ? src->version : NULL; }
 const char *kgx_policy_src_path(const kgx_policy_src_t *src) { return src ? src->conf.path : NULL; }
 const char *kgx_policy_src_plugins_dir(const kgx_policy_src_t *src) { return src ? src->conf.plugins_dir : NULL; }
+const char *kgx_policy_src_hook_where(const kgx_policy_src_t *src, kgx_hook_t h)
+{
+    return src && h < KGX_HOOK_N ? src->hook_where[h] : "";
+}
+
 int kgx_policy_src_timeout_ms(const kgx_policy_src_t *src) { return src ? src->conf.hook_timeout_ms : KGX_HOOK_TIMEOUT_MS; }
 
 const char *script_module_text(const kgx_policy_src_t *src, const char *name, size_t *len)
@@ -289,6 +294,13 @@ static int policy_load(script_vm_t *s, char *err, size_t errlen)
             || env_string(L, env, "version", "0", &s->src->version, c->path, err, errlen) != 0) {
             lua_settop(L, top);
             return -1;
+        }
+        for (int h = 0; h < KGX_HOOK_LOAD; h++) {
+            lua_Debug ar;
+            if (s->pol.hook[h] == LUA_NOREF) continue;
+            lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[h]);      /* stack: ... fn */
+            if (lua_getinfo(L, ">S", &ar))                           /* pops fn */
+                snprintf(s->src->hook_where[h], sizeof s->src->hook_where[h], "%s:%d", ar.short_src, ar.linedefined);
         }
         s->src->sealed = 1;
     }

@@ -78,7 +78,7 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
 static int db_claim(kgx_engine_t *e, int want)
 {
     e->claiming = 1;
-    if (kgx_queue_claim(e->db, e->worker, e->cfg->lease_seconds, want, claim_cb, e)) e->claiming = 0;
+    if (kgx_queue_claim(e->db, e->worker_id, e->cfg->lease_seconds, want, claim_cb, e)) e->claiming = 0;
     return 0;
 }
 
@@ -106,9 +106,9 @@ static void db_write(job_t *j)
     kgx_engine_t *e = j->e;
     kgx_buf_t t = { 0 }, a = { 0 };
     job_write_json(j, &t, e->cfg->keep_answers ? &a : NULL);
-    if (kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker, j->row.token, t.p,
+    if (kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker_id, j->row.token, t.p,
                         e->cfg->keep_answers ? a.p : NULL, write_cb, j))
-        job_write_again(j, 500);   /* no connection to ask right now */
+        job_write_again(j, WRITE_START_RETRY_MS);
     kgx_buf_free(&t);
     kgx_buf_free(&a);
 }
@@ -123,7 +123,7 @@ static void release_cb(long long n, const char *err, void *ud)
 
 static int db_release(kgx_engine_t *e)
 {
-    return kgx_queue_release_all(e->db, e->worker, release_cb, e) == 0;
+    return kgx_queue_release_all(e->db, e->worker_id, release_cb, e) == 0;
 }
 
 const kgx_sink_t kgx_sink_db = {

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# core_hookthreads.t — DESIGN.md invariant 5, "the loop keeps serving while a hook runs, and the
+# core_hookthreads.t — "a bad policy never stalls the others: the loop keeps serving while a hook runs, and the
 # watchdog stops any hook, whatever it is doing". A policy that behaves like prompts/default.lua
 # except in parse on marker drawers:
 #   REDOS  string.find with a backtracking pattern: minutes inside one C call, where no Lua debug
@@ -20,9 +20,15 @@ use KgxGraph;
 use PolTest ();
 use HTTP::Tiny;
 use IO::Socket::INET;
+use Test::More;
 use Time::HiRes qw(time sleep);
 
 my $LIMIT_MS = 2000;      # the hook watchdog (KGX_HOOK_TIMEOUT_MS)
+my $VG = $ENV{KGX_VALGRIND} ? 1 : 0;
+# Under memcheck every hook is ~30x slower, so the wall-clock watchdog (raised to 15 s there by
+# tests/valgrind-kgx) cannot tell a stuck hook from a slow one within a test's time: the hook threads
+# are exercised under memcheck by policy_hooks.t, policy_reload.t and policy_dryrun.t instead.
+plan skip_all => 'timing-driven: not under valgrind' if $VG;
 my $root = kgx_root();
 
 sub free_port {
@@ -88,6 +94,8 @@ while (1) {
 $st //= stop_kgx($k, 'KILL', 5);
 # the run's last moments: a finished backfill answers 503 while it drains, then nothing at all
 pop @health while @health && $health[-1][2] != 200;
+# ... and its first: /healthz is 503 until the database pool is up
+shift @health while @health && $health[0][2] != 200;
 my $took = time - $t0;
 note(sprintf 'backfill: %.1f s, %d /healthz probes', $took, scalar @health);
 my $err = read_file($k->{errfile}) // '';
@@ -102,14 +110,16 @@ for my $id (sort keys %marks) {
     is($x->{attempts}, 3, "$id: parked after --max-attempts 3");
     my $want = $marks{$id} eq 'HOG' ? qr/not enough memory/ : qr/watchdog: hook 'parse' exceeded $LIMIT_MS ms/;
     like($x->{error} // '', $want, "$id: the error says why") or diag($x->{error});
+    like($x->{error} // '', qr/hookthreads\.lua:\d+/, "$id: ... and names the policy file and line") or diag($x->{error});
 }
 like($err, qr/watchdog: hook 'parse' exceeded $LIMIT_MS ms; its state is abandoned/, 'the REDOS state was abandoned');
 unlike($err, qr/watchdog: hook '\w+' exceeded \d+ ms; its state is abandoned.*\n(?:.*\n)*.*SPIN/, 'SPIN was stopped by the Lua watchdog, never abandoned');
 
 # /healthz throughout
 my @slow = grep { $_->[1] >= 1.0 || $_->[2] != 200 } @health;
-cmp_ok(scalar @health, '>=', 10, scalar(@health) . ' /healthz probes during the run');
-is(scalar @slow, 0, '/healthz answered 200 within 1 s every time')
+cmp_ok(scalar @health, '>=', 5, scalar(@health) . ' /healthz probes during the run');
+is(scalar(grep { $_->[2] != 200 } @health), 0, '/healthz answered 200 every time');
+$VG ? note(scalar(@slow) . ' probes slower than 1 s under valgrind') : is(scalar @slow, 0, '/healthz answered 200 within 1 s every time')
     or diag(join "\n", map { sprintf 't=%.2f took %.2f s status %s', @$_ } @slow[0 .. ($#slow < 9 ? $#slow : 9)]);
 my $maxh = 0;
 $_->[1] > $maxh and $maxh = $_->[1] for @health;
@@ -120,10 +130,12 @@ my ($gap, $at, $last_t, $last_n) = (0, 0, undef, -1);
 for my $d (@done) {
     my ($t, $n) = @$d;
     last if $n >= 240;
+    next unless $n > 0;       # start-up is not a stall
     if ($n != $last_n) { ($last_t, $last_n) = ($t, $n); next }
     if (defined $last_t && $t - $last_t > $gap) { $gap = $t - $last_t; $at = $last_t }
 }
-cmp_ok($gap, '<=', $LIMIT_MS / 1000 + 1, sprintf('longest stall of completions: %.2f s (at t=%.1f)', $gap, $at));
+my $stall = sprintf('longest stall of completions: %.2f s (at t=%.1f)', $gap, $at);
+$VG ? note($stall) : cmp_ok($gap, '<=', $LIMIT_MS / 1000 + 1, $stall);
 is(claimed($dsn), 0, 'no row left claimed');
 
 # ---------------------------------------------------------------- SIGTERM while a hook is stuck
@@ -145,7 +157,7 @@ kill 'TERM', $k->{pid};
 $st = wait_pid($k->{pid}, 15);
 my $dt = time - $t1;
 is($st, 0, 'SIGTERM with a stuck hook: exit 0') or diag(substr(read_file($k->{errfile}) // '', -3000));
-cmp_ok($dt, '<=', 10, sprintf('SIGTERM with a stuck hook: gone in %.2f s', $dt));
+cmp_ok($dt, '<=', $VG ? 30 : 10, sprintf('SIGTERM with a stuck hook: gone in %.2f s', $dt));
 is(claimed($dsn), 0, 'no row left claimed');
 is(scalar psql($dsn, "SELECT count(*) FROM mempalace_kg_extraction_queue WHERE completed_at IS NULL AND worker_id = 'hookthreads-term'"),
    0, 'no unfinished row names the stopped worker');

@@ -68,7 +68,10 @@ for my $id (sort keys %bad) {
         if $mark ne 'HUGE' && $mark ne 'WRONG';
 }
 like($q->{b_loop}{error} // '', qr/watchdog/, 'LOOP: stopped by the watchdog');
-like($q->{b_huge}{error} // '', qr/max_body|memory|string\.rep|too large/i, 'HUGE: rejected for its size');
+# building 100 MB is time spent in one C call, and the watchdog counts it: on a slow build (ASan on a
+# busy machine) the hook can pass the limit before the size check
+like($q->{b_huge}{error} // '', qr/max_body|memory|string\.rep|too large|watchdog: hook 'request' exceeded/i,
+     'HUGE: rejected for its size (or its time)');
 like($q->{b_wrong}{error} // '', qr/number/, 'WRONG: says what parse returned');
 ok(!-e $escaped, 'ESCAPE: no file was created through os/io');
 
