@@ -26,6 +26,10 @@
 #define MAX_SHRINK 6                    /* context-size resplits of one drawer before it is charged */
 #define MAX_CUT_SPLITS 3                /* [answer] a chunk cut at n_predict is split again at most this deep */
 #define EXTRA_CHUNKS 32                 /* [answer] room for those pieces (never realloc: callbacks point at chunks) */
+/* economy (issue 14): an answer holding the per-call cap is asked again as two halves, at most this
+ * deep (one chunk costs at most 2^(d+1) - 1 requests); shorter chunks are not halved */
+#define MAX_DENSE_DEPTH 3
+#define DENSE_MIN_BYTES 24
 #define STOP_DEADLINE_MS 8000           /* SIGTERM: rows left to their lease after this (exit within 10 s) */
 #define DRAIN_TICK_MS 20                /* finishing: how often the loop looks at the database's queue */
 #define DRAIN_TICKS_MAX 150             /* ... and for how many ticks at most (~3 s) */
@@ -56,7 +60,11 @@ typedef struct {
     double ms;                  /* the answer's latency and token counts, kept for the stored answer */
     long pt, ct;
     char *suspect;              /* the failure waiting for /health's verdict */
-    int depth;                  /* [answer] times this text was split again after a cut at n_predict */
+    int cut_depth;              /* [answer] times this text was split again after a cut at n_predict */
+    int depth;                  /* economy (issue 14): halvings of a dense answer's chunk it comes from */
+    long parent;                /* economy (issue 14): index of the chunk it is a half of, -1 for split's */
+    uint64_t *facts;            /* economy (issue 14): hashes of its answer's facts (kept and dropped) */
+    size_t nfacts;
 } chunk_t;
 
 struct job {
@@ -72,7 +80,9 @@ struct job {
     size_t nchunks_texts;
     chunk_t *chunks;
     size_t nchunks, ndone;
-    size_t chunk_cap;           /* [answer] room in chunks[] and texts[] (pieces of cut chunks are appended) */
+    size_t chunks_cap;          /* economy (issue 14): room for the halves of dense answers and
+                                 * [answer] the pieces of chunks cut at n_predict (the array
+                                 * never moves: in-flight calls hold chunk pointers) */
     int shrink, attempts, write_retries;
     uint64_t not_before;        /* ms, loop time */
     kgx_buf_t triples, answers, report;

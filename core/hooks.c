@@ -159,6 +159,7 @@ static void run_call(hook_thread_t *t, kgx_hook_call_t *c)
     case CALL_SPLIT:
         o->rc = kgx_script_run_split(t->script, c->drawer, &c->ctx, &o->chunks, &o->nchunks, &o->failed,
                                      c->err, sizeof c->err);
+        o->skipped = kgx_script_skipped_last(t->script);   /* economy (issue 14) */
         break;
     case CALL_REQUEST:
         o->rc = kgx_script_run_request(t->script, c->drawer, chunk, &c->ctx, &o->request, &o->failed,

@@ -46,6 +46,7 @@ typedef struct {
     const char *err;
     kgx_chunk_t *chunks;         /* split */
     size_t nchunks;
+    size_t skipped;              /* split: chunks the skip hook completed with no request (issue 14) */
     kgx_request_t request;       /* request */
     kgx_result_t result;         /* answer */
     const char *body;            /* answer: the body that was parsed (valid during the callback) */

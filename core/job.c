@@ -128,11 +128,13 @@ void job_chunk_cancel(job_t *j, chunk_t *c)
 
 static void job_reset_chunks(job_t *j)
 {
-    for (size_t i = 0; i < j->nchunks; i++) job_chunk_cancel(j, &j->chunks[i]);
+    for (size_t i = 0; i < j->nchunks; i++) {
+        job_chunk_cancel(j, &j->chunks[i]);
+        free(j->chunks[i].facts);          /* economy (issue 14) */
+    }
     free(j->chunks);
     j->chunks = NULL;
     j->nchunks = j->ndone = 0;
-    j->chunk_cap = 0;
     j->split_done = 0;
     kgx_hooks_cancel(j->split_call);
     j->split_call = NULL;
@@ -146,6 +148,7 @@ static void job_reset_chunks(job_t *j)
     kgx_buf_reset(&j->report);
     j->kept = j->dropped = 0;
     j->n_triples = 0;
+    j->chunks_cap = 0;
 }
 
 /* Stopping: cancel what is in flight for it (not a write or a failure being recorded). */
@@ -231,8 +234,10 @@ static void split_cb(kgx_hook_outcome_t *o, void *ud)
         return;
     }
     size_t n = o->nchunks;
-    /* [answer] room for the pieces of chunks cut at n_predict: texts[] grows with chunks[] */
-    size_t cap = n + EXTRA_CHUNKS;
+    kgx_metrics.llm_chunks_skipped += o->skipped;   /* economy (issue 14) */
+    /* room, allocated once (chunks[] never moves: callbacks point at its entries; texts[] grows with
+     * it): economy (issue 14) for dense answers' halves, [answer] for the pieces of chunks cut at n_predict */
+    size_t cap = n + (n < 64 ? n : 64) * ((2u << MAX_DENSE_DEPTH) - 2) + EXTRA_CHUNKS;
     kgx_chunk_t *texts = realloc(o->chunks, cap * sizeof *texts);
     chunk_t *chunks = calloc(cap, sizeof *chunks);
     if (!texts || !chunks) {
@@ -242,7 +247,7 @@ static void split_cb(kgx_hook_outcome_t *o, void *ud)
         kgx_engine_pump(e);
         return;
     }
-    memset(texts + n, 0, EXTRA_CHUNKS * sizeof *texts);
+    memset(texts + n, 0, (cap - n) * sizeof *texts);
     j->split_done = 1;
     j->texts = texts;
     j->nchunks_texts = n;
@@ -250,11 +255,12 @@ static void split_cb(kgx_hook_outcome_t *o, void *ud)
     o->nchunks = 0;
     j->nchunks = n;
     j->ndone = 0;
-    j->chunk_cap = cap;
+    j->chunks_cap = cap;
     j->chunks = chunks;
     for (size_t i = 0; i < n; i++) {
         j->chunks[i].idx = i;
         j->chunks[i].job = j;
+        j->chunks[i].parent = -1;          /* economy (issue 14) */
     }
     if (n == 0) job_write(j);
     else job_set_state(j, JOB_CHUNKS);
@@ -360,19 +366,66 @@ static void add_answer(job_t *j, size_t idx, const char *body, size_t len, doubl
     kgx_buf_adds(&j->answers, "}");
 }
 
-static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
+/* economy (issue 14): the halves of a dense chunk restate what its answer gave; a fact (FNV-1a of
+ * subject, predicate, object) an ancestor chunk gave is left out of a half's result. Ancestors always
+ * answer before their halves, so what is kept does not depend on the order answers arrive in. */
+static uint64_t fact_hash3(const char *sub, const char *pred, const char *obj, uint64_t salt)
+{
+    uint64_t h = 1469598103934665603ull ^ salt;
+    const char *parts[3] = { sub, pred, obj };
+    for (int k = 0; k < 3; k++) {
+        for (const unsigned char *p = (const unsigned char *)(parts[k] ? parts[k] : ""); *p; p++)
+            h = (h ^ *p) * 1099511628211ull;
+        h = (h ^ 0x1f) * 1099511628211ull;
+    }
+    return h ? h : 1;
+}
+
+/* 1 when an ancestor of chunk c (the chunk it is a half of, and so on) gave fact h. */
+static int ancestor_gave(const job_t *j, const chunk_t *c, uint64_t h)
+{
+    for (long p = c->parent; p >= 0; p = j->chunks[p].parent)
+        for (size_t i = 0; i < j->chunks[p].nfacts; i++)
+            if (j->chunks[p].facts[i] == h) return 1;
+    return 0;
+}
+
+/* The answer of chunk c: its facts join the job's. For a half of a dense chunk (economy, issue 14)
+ * only what no ancestor gave (kept or dropped) is added; an ordinary answer is taken whole, as always
+ * (the write function unites repeats by entity key). */
+static void add_result(job_t *j, chunk_t *c, const kgx_result_t *r)
 {
     kgx_engine_t *e = j->e;
+    size_t idx = c->idx;
+    kgx_result_t fresh = *r;
+    kgx_triple_t *tv = c->depth > 0 && r->n_triples ? malloc(r->n_triples * sizeof *tv) : NULL;
+    kgx_drop_t *dv = c->depth > 0 && r->n_drops ? malloc(r->n_drops * sizeof *dv) : NULL;
+    if (tv) fresh.triples = tv, fresh.n_triples = 0;
+    if (dv) fresh.drops = dv, fresh.n_drops = 0;
+    free(c->facts);
+    c->nfacts = 0;
+    c->facts = malloc((r->n_triples + r->n_drops + 1) * sizeof *c->facts);
     for (size_t i = 0; i < r->n_triples; i++) {
         const kgx_triple_t *t = &r->triples[i];
+        uint64_t h = fact_hash3(t->subject, t->predicate, t->object, 0);
+        if (c->facts) c->facts[c->nfacts++] = h;
+        if (tv) { if (ancestor_gave(j, c, h)) continue; tv[fresh.n_triples++] = *t; }
         kgx_graph_triple_json(&j->triples, t, (long)idx);
         j->n_triples++;
         j->kept++;
     }
-    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
-    j->dropped += (long long)r->n_drops;
-    kgx_metrics.triples_dropped += r->n_drops;
-    if (e->sink->result) e->sink->result(j, idx, r);
+    kgx_drops_record(j->row.drawer_id, (long)idx, &fresh, e->cfg->max_triples);   /* [dropin] logged and counted by class */
+    for (size_t i = 0; i < r->n_drops; i++) {
+        const kgx_drop_t *d = &r->drops[i];
+        uint64_t h = fact_hash3(d->subject, d->predicate, d->object, 0x5eed);
+        if (c->facts) c->facts[c->nfacts++] = h;
+        if (dv && !ancestor_gave(j, c, h)) dv[fresh.n_drops++] = *d;
+    }
+    j->dropped += (long long)fresh.n_drops;
+    kgx_metrics.triples_dropped += fresh.n_drops;
+    if (e->sink->result) e->sink->result(j, idx, &fresh);
+    free(tv);
+    free(dv);
 }
 
 static void job_resplit(job_t *j, int learned)
@@ -415,7 +468,7 @@ static void split_cut_cb(kgx_hook_outcome_t *o, void *ud)
     size_t m = o->rc ? 0 : o->nchunks;
     if (o->rc || m < 2) {
         cut_fail(j, c, o->rc ? o->err : NULL);
-    } else if (j->nchunks + m > j->chunk_cap) {
+    } else if (j->nchunks + m > j->chunks_cap) {
         /* more pieces than there is room for: start the drawer over on its next attempt */
         job_reset_chunks(j);
         job_charge(j, KGX_OUT_CUT_NPREDICT, "answer cut at n_predict; its chunk splits into more pieces than kgx "
@@ -429,7 +482,9 @@ static void split_cut_cb(kgx_hook_outcome_t *o, void *ud)
             memset(n, 0, sizeof *n);
             n->idx = i;
             n->job = j;
-            n->depth = c->depth + 1;
+            n->depth = c->depth;            /* economy's halving depth and ancestors carry over */
+            n->parent = (long)(c - j->chunks);
+            n->cut_depth = c->cut_depth + 1;
             n->state = CH_PENDING;
         }
         free(o->chunks);                /* the texts are j->texts' now */
@@ -450,7 +505,7 @@ static void job_split_cut(job_t *j, chunk_t *c)
     kgx_engine_t *e = j->e;
     const kgx_chunk_t *t = &j->texts[c->idx];
     int tokens = t->tokens >= 0 ? t->tokens : (int)((t->len + 2) / 3);
-    if (c->depth >= MAX_CUT_SPLITS || tokens < 16 || t->table || j->nchunks + 2 > j->chunk_cap) {
+    if (c->cut_depth >= MAX_CUT_SPLITS || tokens < 16 || t->table || j->nchunks + 2 > j->chunks_cap) {
         cut_fail(j, c, t->table ? "a table chunk is not split again" : NULL);
         return;
     }
@@ -488,6 +543,79 @@ void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep)
     }
 }
 
+/* economy (issue 14): where to cut a chunk's text in two — the sentence end, else the whitespace,
+ * nearest the middle (both halves non-empty), else the middle itself on a UTF-8 boundary. */
+static size_t half_point(const char *s, size_t n)
+{
+    size_t mid = n / 2, best = 0, best_ws = 0;
+    for (size_t d = 0; d < mid; d++) {
+        size_t cand[2] = { mid - d, mid + d };
+        for (int k = 0; k < 2; k++) {
+            size_t i = cand[k];
+            if (i == 0 || i >= n) continue;
+            unsigned char c = (unsigned char)s[i], p = (unsigned char)s[i - 1];
+            if (!best && (p == '\n' || ((p == '.' || p == '!' || p == '?') && (c == ' ' || c == '\n')))) best = i;
+            if (!best_ws && (c == ' ' || c == '\n' || c == '\t')) best_ws = i;
+        }
+        if (best) return best;
+    }
+    if (best_ws) return best_ws;
+    while (mid > 0 && ((unsigned char)s[mid] & 0xC0) == 0x80) mid--;
+    return mid;
+}
+
+/* economy (issue 14): an answer holding exactly the per-call cap may have left facts out. Its chunk
+ * is asked again as two halves (appended as new chunks of the job); the facts already kept stay and
+ * the halves add only new ones. Returns 1 when the halves were queued. */
+static int dense_split(job_t *j, chunk_t *c, const kgx_result_t *r)
+{
+    kgx_engine_t *e = j->e;
+    size_t raw = r->n_triples + r->n_drops;
+    int cap = e->cfg->max_triples > 0 ? e->cfg->max_triples : 10;
+    const kgx_chunk_t *t = &j->texts[c->idx];
+    if (raw < (size_t)cap || j->state != JOB_CHUNKS) return 0;
+    if (c->depth >= MAX_DENSE_DEPTH || t->table || t->len < DENSE_MIN_BYTES || j->nchunks + 2 > j->chunks_cap) {
+        kgx_metrics.llm_dense_unsplit++;
+        job_log(j, KGX_LOG_INFO, "chunk=%zu answer holds the cap (%d facts) but is split no further "
+                "(depth %d of %d, %zu bytes)", c->idx, cap, c->depth, MAX_DENSE_DEPTH, t->len);
+        return 0;
+    }
+    if (j->nchunks_texts + 2 > j->chunks_cap) return 0;
+    size_t cut = half_point(t->text, t->len);
+    if (cut == 0 || cut >= t->len) return 0;
+    kgx_chunk_t *texts = realloc(j->texts, j->chunks_cap * sizeof *texts);   /* hooks copy chunk texts */
+    if (!texts) return 0;
+    j->texts = texts;
+    t = &j->texts[c->idx];
+    const char *src = t->text;
+    size_t len = t->len;
+    size_t from[2] = { 0, cut }, n[2] = { cut, len - cut };
+    char *half[2] = { malloc(n[0] + 1), malloc(n[1] + 1) };
+    if (!half[0] || !half[1]) { free(half[0]); free(half[1]); return 0; }
+    for (int k = 0; k < 2; k++) {
+        kgx_chunk_t *h = &j->texts[j->nchunks_texts];
+        memset(h, 0, sizeof *h);
+        h->text = half[k];
+        memcpy(h->text, src + from[k], n[k]);
+        h->text[n[k]] = 0;
+        h->len = n[k];
+        h->tokens = (int)((n[k] + 2) / 3);
+        chunk_t *hc = &j->chunks[j->nchunks];
+        memset(hc, 0, sizeof *hc);
+        hc->idx = j->nchunks_texts;
+        hc->job = j;
+        hc->depth = c->depth + 1;
+        hc->parent = (long)(c - j->chunks);
+        hc->state = CH_PENDING;
+        j->nchunks_texts++;
+        j->nchunks++;
+    }
+    kgx_metrics.llm_dense_splits++;
+    job_log(j, KGX_LOG_INFO, "chunk=%zu answer holds the cap (%d facts): asking its two halves (chunks %zu, %zu; depth %d)",
+            c->idx, cap, j->nchunks - 2, j->nchunks - 1, c->depth + 1);
+    return 1;
+}
+
 static void answer_cb(kgx_hook_outcome_t *o, void *ud)
 {
     chunk_t *c = ud;
@@ -517,7 +645,8 @@ static void answer_cb(kgx_hook_outcome_t *o, void *ud)
         return;
     }
     if (c->ep) kgx_endpoint_ok(c->ep);
-    add_result(j, c->idx, &o->result);
+    add_result(j, c, &o->result);
+    dense_split(j, c, &o->result);              /* economy (issue 14) */
     kgx_metrics_observe_tokens(c->pt, c->ct);
     add_answer(j, c->idx, o->body, o->body_len, c->ms, c->pt, c->ct);
     c->state = CH_DONE;

@@ -235,6 +235,13 @@ char *kgx_metrics_render_endpoints(size_t *len, const kgx_metrics_endpoint_t *ep
     put(&b, "kgx_retries_total %llu\n", m->retries);
     head(&b, "kgx_llm_requests_total", "counter", "LLM requests sent.");
     put(&b, "kgx_llm_requests_total %llu\n", m->llm_requests);
+    /* economy (issue 14) */
+    head(&b, "kgx_llm_chunks_skipped_total", "counter", "Chunks the policy's skip hook completed with no LLM request.");
+    put(&b, "kgx_llm_chunks_skipped_total %llu\n", m->llm_chunks_skipped);
+    head(&b, "kgx_llm_dense_splits_total", "counter",
+         "Answers holding the per-call triple cap: chunk asked again as two halves, or at the depth limit.");
+    put(&b, "kgx_llm_dense_splits_total{result=\"split\"} %llu\n", m->llm_dense_splits);
+    put(&b, "kgx_llm_dense_splits_total{result=\"at_limit\"} %llu\n", m->llm_dense_unsplit);
 
     head(&b, "kgx_in_flight", "gauge", "LLM requests in flight.");
     put(&b, "kgx_in_flight %lld\n", m->in_flight);

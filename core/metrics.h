@@ -7,6 +7,8 @@
  *   kgx_errors_total{kind="timeout|connect|reset|http_4xx|http_5xx|parse|policy|db|too_big|context"} counter
  *   kgx_retries_total                                          counter
  *   kgx_llm_requests_total                                     counter
+ *   kgx_llm_chunks_skipped_total                               counter (chunks completed with no request)
+ *   kgx_llm_dense_splits_total{result="split|at_limit"}        counter (answers holding the per-call cap)
  *   kgx_in_flight                                              gauge (LLM requests)
  *   kgx_queue_depth                                            gauge (pending rows, last status read)
  *   kgx_llm_latency_seconds                                    histogram
@@ -33,6 +35,8 @@ typedef struct {
     unsigned long long triples_written, triples_dropped;
     unsigned long long errors[KGX_M_ERR__N];
     unsigned long long retries, llm_requests;
+    unsigned long long llm_chunks_skipped;      /* economy (issue 14) */
+    unsigned long long llm_dense_splits, llm_dense_unsplit;   /* economy (issue 14) */
     long long in_flight, queue_depth;
 } kgx_metrics_t;
 

@@ -5,6 +5,7 @@
  * the callers that drive one state directly (--reapply, tests). */
 #include "script_int.h"
 #include "answer.h"      /* [answer] enum kgx_verdict */
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,9 +95,19 @@ int kgx_script_run_split(kgx_script_t *sc, const kgx_drawer_t *d, const kgx_ctx_
     lua_State *L = s->L;
     int top = lua_gettop(L);
     size_t n = 0;
+    int res;
     *chunks = NULL;
     *nchunks = 0;
     *failed = KGX_HOOK_SPLIT;
+    s->skipped_last = 0;
+    if (s->pol.hook[KGX_HOOK_SPLIT] == LUA_NOREF && s->pol.hook[KGX_HOOK_SKIP] != LUA_NOREF) {
+        /* economy (issue 14): the default chunk through the skip hook */
+        lua_createtable(L, 1, 0);
+        lua_pushlstring(L, d->document ? d->document : "", d->document ? d->document_len : 0);
+        lua_rawseti(L, -2, 1);                              /* stack: { document } */
+        n = 1;
+        goto skip;
+    }
     if (s->pol.hook[KGX_HOOK_SPLIT] == LUA_NOREF) {
         /* default: one chunk, the whole document */
         kgx_chunk_t *c = calloc(1, sizeof *c);
@@ -115,7 +126,7 @@ int kgx_script_run_split(kgx_script_t *sc, const kgx_drawer_t *d, const kgx_ctx_
     script_push_drawer(s, d, 1);
     script_push_ctx(s, ctx);                                /* stack: split drawer ctx */
     if (script_call_hook(s, KGX_HOOK_SPLIT, 2, 1, err, errlen) != 0) goto fail;
-    int res = lua_gettop(L);                                /* stack: result */
+    res = lua_gettop(L);                                    /* stack: result */
     if (!lua_istable(L, res)) {
         script_set_err(err, errlen, "split: returned %s, expected a list of chunks", luaL_typename(L, res));
         goto fail;
@@ -128,6 +139,37 @@ int kgx_script_run_split(kgx_script_t *sc, const kgx_drawer_t *d, const kgx_ctx_
         script_set_err(err, errlen, "split: returned %zu chunks, more than max_chunks %zu", n, s->conf->max_chunks);
         goto fail;
     }
+skip:
+    if (n && s->pol.hook[KGX_HOOK_SKIP] != LUA_NOREF) {
+        /* economy (issue 14): chunks the skip hook calls factless leave the list: no request for them */
+        int all = lua_gettop(L);                            /* stack: list */
+        lua_createtable(L, (int)n, 0);                      /* stack: list kept */
+        script_push_drawer(s, d, 0);                        /* stack: list kept drawer */
+        size_t k = 0;
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[KGX_HOOK_SKIP]);
+            lua_rawgeti(L, all, (int)i);
+            lua_pushvalue(L, all + 2);                      /* stack: list kept drawer skip chunk drawer */
+            if (script_call_hook(s, KGX_HOOK_SKIP, 2, 1, err, errlen) != 0) {
+                *failed = KGX_HOOK_SKIP;
+                lua_settop(L, top);
+                script_name_hook(s, KGX_HOOK_SKIP, err, errlen);
+                return -1;
+            }
+            if (lua_toboolean(L, -1)) {
+                s->skipped_last++;
+                log_debug("chunk=%zu skipped, no request: %s", i - 1,
+                          lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "the skip hook said so");
+            } else {
+                lua_rawgeti(L, all, (int)i);
+                lua_rawseti(L, all + 1, (int)++k);
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);                                      /* stack: list kept */
+        n = k;
+    }
+    res = lua_gettop(L);
     if (script_take_chunks(s, res, n, chunks, err, errlen) != 0) goto fail;
     lua_settop(L, top);
     *nchunks = n;
@@ -137,6 +179,8 @@ fail:
     script_name_hook(s, KGX_HOOK_SPLIT, err, errlen);
     return -1;
 }
+
+size_t kgx_script_skipped_last(const kgx_script_t *s) { return s ? s->vm->skipped_last : 0; }
 
 int kgx_script_run_request(kgx_script_t *sc, const kgx_drawer_t *d, const kgx_chunk_t *c,
                            const kgx_ctx_t *ctx, kgx_request_t *out, kgx_hook_t *failed,

@@ -8,6 +8,9 @@
  *   request(chunk, drawer, ctx)   -> { path=..., body=table-or-string, timeout_ms=? }   (required)
  *   parse(body, chunk, drawer)    -> list of raw triples, verdict ("whole"|"incomplete")   (required)
  *   accept(triple, drawer)        -> triple to write, or nil, reason; default: keep as is
+ *   skip(chunk, drawer)           -> a reason (truthy) to complete the chunk with no LLM request, or
+ *                                    nil; default: plugins/text.lua's skip (fewer than 3 letters outside
+ *                                    markup); `skip = false` turns it off. Run right after split.
  *
  * Metadata globals `name` and `version` (strings) name the policy in logs, status and stored answers.
  * A hook global of the wrong type is a load error naming file and hook. Every call runs under
@@ -47,7 +50,8 @@ typedef struct kgx_script kgx_script_t;
 typedef struct kgx_policy_src kgx_policy_src_t;
 
 /* Which policy code ran (or failed): the failing hook is passed explicitly, never guessed from text. */
-typedef enum { KGX_HOOK_SPLIT, KGX_HOOK_REQUEST, KGX_HOOK_PARSE, KGX_HOOK_ACCEPT, KGX_HOOK_LOAD,
+/* KGX_HOOK_SKIP: economy (issue 14) */
+typedef enum { KGX_HOOK_SPLIT, KGX_HOOK_REQUEST, KGX_HOOK_PARSE, KGX_HOOK_ACCEPT, KGX_HOOK_SKIP, KGX_HOOK_LOAD,
                KGX_HOOK_N } kgx_hook_t;
 const char *kgx_hook_name(kgx_hook_t h);   /* "split" ... "load" */
 
@@ -149,6 +153,9 @@ int kgx_script_running(const kgx_script_t *s);
  * kgx_result_clear). */
 int kgx_script_run_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ctx,
                          kgx_chunk_t **chunks, size_t *n, kgx_hook_t *failed, char *err, size_t errlen);
+/* economy (issue 14): chunks the skip hook took out of the last run_split on this state (they are
+ * completed with no request and are not in its list). Read on the thread that ran the split. */
+size_t kgx_script_skipped_last(const kgx_script_t *s);
 int kgx_script_run_request(kgx_script_t *s, const kgx_drawer_t *d, const kgx_chunk_t *c,
                            const kgx_ctx_t *ctx, kgx_request_t *out, kgx_hook_t *failed,
                            char *err, size_t errlen);

@@ -82,6 +82,7 @@ typedef struct script_vm {
     char label[160];           /* "hook 'split'" or "load of prompts/x.lua" */
     char trip_msg[512];
     atomic_int running;        /* kgx_hook_t being run, -1 when idle; read by other threads */
+    size_t skipped_last;       /* economy (issue 14): chunks the last run_split's skip hook took out */
 } script_vm_t;
 
 /* script_sandbox.c */

@@ -15,7 +15,7 @@
 
 #include <luajit.h>
 
-static const char *const hook_names[KGX_HOOK_N] = { "split", "request", "parse", "accept", "load" };
+static const char *const hook_names[KGX_HOOK_N] = { "split", "request", "parse", "accept", "skip", "load" };
 
 const char *kgx_hook_name(kgx_hook_t h) { return h < KGX_HOOK_N ? hook_names[h] : "?"; }
 
@@ -223,6 +223,23 @@ static int env_string(lua_State *L, int env, const char *key, const char *def, c
     return 0;
 }
 
+/* economy (issue 14): the default `skip` hook is plugins/text.lua's skip(chunk), required in the
+ * policy's own load (a policy tree with its own text.lua gets its own). No such plugin: no skipping. */
+static void default_skip(script_vm_t *s, int load)
+{
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    char err[512];
+    script_rawfield(L, load, "require");
+    lua_pushstring(L, "text");                              /* stack: require "text" */
+    script_arm(s, "load of %s", "plugins/text.lua");
+    if (script_call_guarded(s, 1, 1, NULL, err, sizeof err) == 0 && lua_istable(L, -1)) {
+        script_rawfield(L, -1, "skip");                     /* stack: text skip */
+        if (lua_isfunction(L, -1)) s->pol.hook[KGX_HOOK_SKIP] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_settop(L, top);
+}
+
 /* Runs the policy text in a fresh env and looks up its hooks into s->pol. The first load of a
  * source fills in its name/version and seals it. */
 static int policy_load(script_vm_t *s, char *err, size_t errlen)
@@ -268,13 +285,16 @@ static int policy_load(script_vm_t *s, char *err, size_t errlen)
     for (int h = 0; h < KGX_HOOK_LOAD; h++) {
         lua_pushstring(L, hook_names[h]);
         lua_rawget(L, env);
-        int t = lua_type(L, -1);
+        int t = lua_type(L, -1), on = lua_toboolean(L, -1);
         if (t == LUA_TFUNCTION) {
             s->pol.hook[h] = luaL_ref(L, LUA_REGISTRYINDEX);
             continue;
         }
         lua_pop(L, 1);
         if (t == LUA_TNIL && (h == KGX_HOOK_SPLIT || h == KGX_HOOK_ACCEPT)) continue;
+        /* economy (issue 14): no `skip` → the text plugin's default; `skip = false` → none */
+        if (h == KGX_HOOK_SKIP && t == LUA_TNIL) { default_skip(s, load); continue; }
+        if (h == KGX_HOOK_SKIP && t == LUA_TBOOLEAN && !on) continue;
         if (t == LUA_TNIL) script_set_err(err, errlen, "%s: hook '%s' missing", c->path, hook_names[h]);
         else script_set_err(err, errlen, "%s: hook '%s' must be a function (got %s)", c->path, hook_names[h],
                             lua_typename(L, t));

@@ -1,6 +1,7 @@
 /* status — see status.h. */
 #include "status.h"
 #include "drops.h"
+#include "metrics.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -25,6 +26,11 @@ void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
                    p->jobs_active, p->jobs_recording_failure, p->jobs_writing, p->jobs_write_retry);
     kgx_buf_adds(b, ",");                       /* [dropin] drops by reason class, capped answers */
     kgx_drops_json(b);
+    /* economy (issue 14): LLM work saved, from the process counters */
+    kgx_buf_printf(b, ",\"llm\":{\"requests\":%llu,\"chunks_skipped\":%llu,\"dense_splits\":%llu,"
+                      "\"dense_at_limit\":%llu}",
+                   kgx_metrics.llm_requests, kgx_metrics.llm_chunks_skipped, kgx_metrics.llm_dense_splits,
+                   kgx_metrics.llm_dense_unsplit);
     kgx_buf_adds(b, ",\"endpoints\":[");
     for (int i = 0; p->eps && i < p->eps->n; i++) {
         const kgx_endpoint_t *ep = &p->eps->ep[i];

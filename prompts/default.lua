@@ -2,8 +2,10 @@
 --
 -- One chat completion per chunk: the server applies the model's chat template (an instruct model
 -- expects it), the instructions are the system message — byte-identical, so each slot reuses them
--- from its prompt cache — and the text is the user message. The model answers {"triples":[…]} under a
--- JSON schema; the predicate is mapped onto the 39-name vocabulary (unknown ones become `other`, the raw kept).
+-- from its prompt cache — and the text is the user message. The model answers
+-- [[subject, predicate, object, confidence], …] under a JSON schema (FORMAT = "object" asks for
+-- {"triples":[{…}]} instead: ~2× the output tokens per fact, BENCHMARKS.md B11); the predicate is
+-- mapped onto the 39-name vocabulary (unknown ones become `other`, the raw kept).
 -- Edit the prompt, the knobs or the vocabulary below; `kill -HUP` the daemon to reload, or try it
 -- first with `kgx-run --dry-run samples/drawers.jsonl --policy prompts/default.lua`.
 name = "default"
@@ -20,6 +22,7 @@ local N_PREDICT   = 512      -- output cap in tokens (also capped at 30 % of the
 local TEMPERATURE = 0.1
 local VOCAB       = vocab.default   -- or vocab.custom({ likes = { "enjoys" } })
 local MAX_TRIPLES = (kgx.config.max_triples or 0) > 0 and kgx.config.max_triples or 10
+local FORMAT      = "array"  -- "array": [s, p, o, confidence] tuples; "object": {"triples":[{…}]}
 
 -- The prompt. Fixed text only: the drawer's text is appended after a line "TEXT:".
 local PROMPT = ([[
@@ -30,10 +33,11 @@ Extract facts from the text after TEXT: as knowledge-graph triples.
 - Predicate: one of %s; "other" if none fits.
 - Confidence: integer 0-100, how clearly the text states the fact.
 - At most %d facts. JSON only, this shape:
-{"triples":[{"subject":"<name>","predicate":"<predicate>","object":"<name>","confidence":<0-100>}]}
-No facts: {"triples":[]}]]):format(table.concat(VOCAB.names, ","), MAX_TRIPLES)
+%s]]):format(table.concat(VOCAB.names, ","), MAX_TRIPLES, FORMAT == "array"
+    and '[["<subject>","<predicate>","<object>",<confidence 0-100>]]\nNo facts: []'
+    or '{"triples":[{"subject":"<name>","predicate":"<predicate>","object":"<name>","confidence":<0-100>}]}\nNo facts: {"triples":[]}')
 
-local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES })
+local SCHEMA = llama.schema({ max_triples = MAX_TRIPLES, format = FORMAT })
 
 -- Hooks --------------------------------------------------------------------------------------
 function split(drawer, ctx)

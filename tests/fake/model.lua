@@ -104,10 +104,14 @@ function M.triples(text)
   return out
 end
 
-local function answer_json(triples, as_object)
+local function answer_json(triples, as_object, as_tuples)
   local items = {}
   for i, t in ipairs(triples) do
-    items[i] = obj("subject", t[1], "predicate", t[2], "object", t[3], "confidence", t[4])
+    if as_tuples then   -- [s, p, o, confidence] (a schema whose list items are arrays; issue 14)
+      items[i] = arr({ t[1], t[2], t[3], t[4] })
+    else
+      items[i] = obj("subject", t[1], "predicate", t[2], "object", t[3], "confidence", t[4])
+    end
   end
   local a = arr(items)
   if as_object then return obj("triples", a).raw end
@@ -139,6 +143,11 @@ local function bad(msg) return 400, M.error_body(400, "invalid_request_error", m
 local function schema_wants_object(schema)
   return type(schema) == "table" and schema.type == "object"
 end
+-- a list whose items are arrays: [s, p, o, confidence] tuples (issue 14)
+local function schema_wants_tuples(schema)
+  return type(schema) == "table" and schema.type == "array" and type(schema.items) == "table"
+         and schema.items.type == "array"
+end
 
 -- Constrained decoding honours the list's maxItems: the model cannot emit more triples than that.
 local function schema_max_items(schema)
@@ -162,6 +171,7 @@ function M.prepare(kind, body, n_ctx, model)
     if type(req.id_slot) == "number" then r.id_slot = floor(req.id_slot) end
     if type(req.json_schema) == "table" then
       r.as_object = schema_wants_object(req.json_schema)
+      r.as_tuples = schema_wants_tuples(req.json_schema)
       r.max_items = schema_max_items(req.json_schema)
     end
   else
@@ -191,6 +201,7 @@ function M.prepare(kind, body, n_ctx, model)
       local js = rf.json_schema
       local schema = type(js) == "table" and (js.schema or js) or rf.schema
       r.as_object = schema_wants_object(schema)
+      r.as_tuples = schema_wants_tuples(schema)
       r.max_items = schema_max_items(schema)
     end
   end
@@ -208,7 +219,7 @@ function M.prepare(kind, body, n_ctx, model)
   if r.max_items and #triples > r.max_items then
     for i = #triples, r.max_items + 1, -1 do triples[i] = nil end
   end
-  r.answer = answer_json(triples, r.as_object)
+  r.answer = answer_json(triples, r.as_object, r.as_tuples)
   return 200, r
 end
 

@@ -30,7 +30,8 @@ mkdir "$tmp/prompts";
 symlink("$root/plugins", "$tmp/plugins") or die "symlink: $!";
 my $pol = read_file("$root/prompts/default.lua");
 $pol =~ s/n_ctx = ctx\.n_ctx, temperature = TEMPERATURE,/$& extra = { n_predict = 20 },/ or die 'policy edit';
-$pol .= "\nSCHEMA.properties.triples.minItems = 2\n";
+# the list is the schema itself (tuples, the default format) or its `triples` property (objects)
+$pol .= "\nlocal list_ = SCHEMA.properties and SCHEMA.properties.triples or SCHEMA\nlist_.minItems = 2\n";
 open(my $pf, '>', "$tmp/prompts/short.lua") or die; print $pf $pol; close $pf;
 my $doc = join(' ', map { "Bob uses Kafka in team $_." } 1 .. 40);
 $r = run_kgx({ env => \%ENV0, timeout => 120, stdin => json_encode({ id => 'cut', document => $doc }) . "\n" },

@@ -61,7 +61,8 @@ for my $d (@drawers) {
     $mismatch++ unless $ok;
     cmp_ok($_->{tokens}, '>', 0, "$d->{id}: chunk token size") for @{$o->{chunks}};
 }
-cmp_ok($checked, '>=', 100, "compared $checked single-chunk drawers with the grammar");
+# (drawers whose answer held the per-call cap are asked again in halves: more than one chunk, issue 14)
+cmp_ok($checked, '>=', 90, "compared $checked single-chunk drawers with the grammar");
 is($mismatch, 0, 'no single-chunk drawer differs from the grammar');
 
 # known drawers, spelled out
@@ -102,7 +103,7 @@ my $tbad = 0;
 for my $id (keys %got) {
     my ($j, $x) = ($got{$id}, $txt{$id});
     $tbad++, diag("$id: text report differs from --json") unless $x
-        && $x->{n} == @{$j->{chunks}} && "@{$x->{tokens}}" eq join(' ', map { $_->{tokens} } @{$j->{chunks}})
+        && $x->{n} == @{$j->{chunks}} && (@{$j->{chunks}} > 32 || join(' ', sort @{$x->{tokens}}) eq join(' ', sort map { $_->{tokens} } @{$j->{chunks}}))   # halves of dense chunks are appended in answer order (issue 14); text lists 32
         && $x->{keep} == @{$j->{triples}} && defined $x->{would} && $x->{would} == $j->{would_write}
         && join("|", sort @{$x->{drop}}) eq join("|", sort map { $_->{reason} } @{$j->{dropped}});   # chunks answer in any order
 }

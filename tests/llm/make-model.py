@@ -199,6 +199,18 @@ def preferences(tokens, ids):
     put("space", keys, 6)
     put("space", ix(["{", "}", "]", ",", '"']), 5)
     put("space", eog, 7)
+    # [s, p, o, confidence] arrays (llama.schema{format="array"}; issue 14). Each of these tokens is
+    # masked by the grammar wherever the object format is asked for, so that format's answers do
+    # not change: a list opens a tuple, a tuple opens a string, a confidence closes the tuple.
+    put("default", ix(["["]), 8)
+    put("space", ix(["["]), 5)
+    put("open_bracket", ix(["["]), 5)
+    put("open_bracket", ix(['"']), 4)
+    put("comma", ix(NUMBERS), 4)
+    put("number", ix(["]"]), 9)
+    put("close_bracket", ix([","]), 6)
+    put("close_bracket", ix(["]"]), 6)
+    put("close_bracket", eog, 8)
     for c in CLASSES:                         # whitespace is what the grammar falls back on last
         for t in space:
             p[c].setdefault(t, -4)

@@ -30,6 +30,16 @@ local r2 = llama.completion({ instructions = I, text = "Totally different drawer
 local function prefix(p) return p:sub(1, p:find("\nTEXT:\n", 1, true) + 6) end
 t.is(prefix(r.body.prompt), prefix(r2.body.prompt), "byte-identical prefix")
 t.is(llama.completion({ instructions = I, text = "x", schema = false }).body.json_schema, nil, "schema = false")
+-- the compact format: a list of fixed [subject, predicate, object, confidence] tuples
+local a = llama.schema({ format = "array", vocabulary = { "a", "b" }, max_triples = 7 })
+t.is(a.type, "array", "array format: a bare list")
+t.is(a.maxItems, 7, "array format: maxItems = max_triples")
+t.is(a.items.type, "array", "array format: items are arrays")
+t.is(#a.items.prefixItems, 4, "array format: four positions")
+t.is_deeply(a.items.prefixItems[2].enum, { "a", "b" }, "array format: predicate from the vocabulary")
+t.is(a.items.prefixItems[4].type, "integer", "array format: confidence an integer")
+t.is(a.items.minItems, 4, "array format: exactly four")
+t.ok(not pcall(llama.schema, { format = "yaml" }), "unknown format raises")
 local e = llama.schema({ vocabulary = { "a", "b" }, max_triples = 1000 })
 t.is_deeply(e.properties.triples.items.properties.predicate.enum, { "a", "b" }, "vocabulary enum")
 t.is(e.properties.triples.maxItems, 50, "maxItems capped at 50")
@@ -52,6 +62,18 @@ for _, bad in ipairs({ "TEXT:\nx", "a\nTEXT:\nb", "a\nTEXT:", "" }) do
     t.ok(not pcall(llama.completion, { instructions = bad, text = "x" }), "instructions with a TEXT: line rejected: " .. bad:gsub("\n", "\\n"))
 end
 t.ok(not pcall(llama.completion, { instructions = I, text = 42 }), "non-string text rejected")
+-- a small output cap lowers the list's maxItems in both formats (the tuple list is the schema itself)
+do
+    local o = { instructions = I, text = "x", n_predict = 64, n_ctx = 512, max_triples = 10 }
+    local _, items = llama.sized(o)
+    t.ok(items < 10, "a 64-token cap fits fewer than 10 facts")
+    o.schema = llama.schema({ format = "array", max_triples = 10 })
+    t.is(llama.chat(o).body.response_format.json_schema.schema.maxItems, items, "array format: maxItems lowered")
+    t.is(o.schema.maxItems, 10, "array format: the policy's schema left alone")
+    o.schema = llama.schema({ max_triples = 10 })
+    t.is(llama.chat(o).body.response_format.json_schema.schema.properties.triples.maxItems, items,
+         "object format: maxItems lowered")
+end
 t.ok(llama.overhead_tokens(I, "chat") > llama.overhead_tokens(I, "completion"), "chat overhead larger")
 
 t.done()

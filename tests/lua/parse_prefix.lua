@@ -5,7 +5,8 @@
 --
 -- The answers come from one named generator, `answers(seed)`, over fixed seeds: random triples
 -- (names with quotes, brackets, backslashes, commas and non-ASCII), in every shape — bare list,
--- object under each list key, a single triple object, [s, p, o(, conf)] arrays, ```json fences,
+-- object under each list key, a single triple object, [s, p, o(, conf)] arrays (also exactly as the
+-- default policy's compact format has a model write them), ```json fences,
 -- prose before and after (with stray brackets that balance), pretty-printed or compact — and every
 -- prefix is parsed as raw content and inside a /completion and a chat envelope.
 local root = arg[0]:match("^(.*)tests/lua/[^/]*$") or "./"
@@ -54,6 +55,7 @@ local function answers(seed)
     end
     local pretty = r(2) == 1
     local shape = r(7)
+    if shape == 4 and r(3) ~= 1 then shape = 8 end   -- the compact tuples of the default policy
     local name, text
     if shape == 1 then
         name = "bare list"
@@ -71,6 +73,15 @@ local function answers(seed)
         local x = triples[1]
         text = enc({ subject = x[1], predicate = x[2], object = x[3], confidence = x[4] })
         want = { want[1] }
+    elseif shape == 8 then
+        -- what a model writes under llama.schema{format = "array"} (the default policy's format):
+        -- tuples separated as the real server's grammar lets it (", ", ",\n", ","), bare or fenced
+        name = "compact tuples"
+        local seps = { ", ", ",\n", "," }
+        local items = {}
+        for i, x in ipairs(triples) do items[i] = enc({ x[1], x[2], x[3], x[4] }) end
+        text = "[" .. table.concat(items, seps[r(#seps)]) .. "]"
+        if r(3) == 1 then name = name .. " fenced"; text = "```json\n" .. text .. "\n```" end
     elseif shape == 4 then
         name = "nested arrays"
         local items = {}
@@ -151,4 +162,8 @@ t.ok(#names >= 7, "every shape generated: " .. table.concat(names, ", "))
 -- breaks off) would give a strict subset here
 local cut = '[{"subject":"A","predicate":"uses","object":"B","confidence":90},{"subject":"C","predicate":"uses","obj'
 t.ok(parse.parse(cut) == nil, "the canonical cut answer gives nothing")
+t.ok(parse.parse('[["A","uses","B",90], ["C","uses"') == nil, "a cut list of tuples gives nothing")
+t.ok(parse.parse('[["A","uses","B",90], ["C","uses","D",8') == nil, "a list of tuples cut inside a number gives nothing")
+local whole, v = parse.parse('[["A","uses","B",90], ["C","uses","D",80]]')
+t.ok(whole and #whole == 2 and v == "whole" and whole[2].confidence == 0.8, "whole tuples: both, confidence 0-100 read as 0-1")
 t.done()

@@ -606,6 +606,87 @@ static void test_reload(void)
     unlink(path);
 }
 
+/* economy (issue 14): the skip hook — a policy's own, `skip = false`, errors, and the default from
+ * plugins/text.lua (none when the plugins directory has no text.lua). */
+static const char policy_skip[] =
+    "function split(d) return { 'keep me', 'SKIP this', d.document } end\n"
+    "function skip(c, d) if c:find('SKIP') then return 'marked ' .. d.id end end\n"
+    "function request(c) return { path = '/x', body = c } end\n"
+    "function parse() return {} end\n";
+static const char policy_skip_raises[] =
+    "function skip(c) error('no way') end\n"
+    "function request(c) return { path = '/x', body = c } end\nfunction parse() return {} end\n";
+static const char policy_skip_type[] =
+    "skip = 42\nfunction request(c) return { path = '/x', body = c } end\nfunction parse() return {} end\n";
+static const char policy_skip_off[] =
+    "skip = false\nfunction split(d) return { '...', d.document } end\n"
+    "function request(c) return { path = '/x', body = c } end\nfunction parse() return {} end\n";
+static const char policy_skip_default[] =
+    "function split(d) return { '...', '<br/> 42', d.document, '李雷用' } end\n"
+    "function request(c) return { path = '/x', body = c } end\nfunction parse() return {} end\n";
+
+static kgx_script_t *load_skip(const char *text, size_t len, const char *plugins)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/skip.lua", tmpdir);
+    write_file(path, text, len);
+    kgx_script_opts_t o = { .policy_path = path, .plugins_dir = plugins, .model = "m", .n_ctx = 4096,
+                            .min_confidence = 0.5, .max_triples = 10, .hook_timeout_ms = 500 };
+    err[0] = '\0';
+    return kgx_script_new(&o, err, sizeof err);
+}
+
+static void test_skip(void)
+{
+    size_t n;
+    kgx_script_t *s = load_skip(policy_skip, sizeof policy_skip - 1, PLUGINS);
+    ok(s != NULL, "skip policy loads: %s", err);
+    if (s) {
+        int job = split_doc(s, "the drawer", &n);
+        is_int(n, 2, "a chunk the skip hook marks leaves the list");
+        is_int(kgx_script_skipped_last(s), 1, "and is counted");
+        is_str(request_body(s, job, 0), "keep me", "the others keep their order (1)");
+        is_str(request_body(s, job, 1), "the drawer", "the others keep their order (2)");
+        kgx_script_job_free(s, job);
+        kgx_script_free(s);
+    }
+    s = load_skip(policy_skip_raises, sizeof policy_skip_raises - 1, PLUGINS);
+    ok(s != NULL, "raising skip policy loads: %s", err);
+    if (s) {
+        ok(split_doc(s, "x", &n) < 0 && has(err, "skip: ") && has(err, "no way"), "a raising skip fails the split: %s", err);
+        kgx_script_free(s);
+    }
+    s = load_skip(policy_skip_type, sizeof policy_skip_type - 1, PLUGINS);
+    ok(s == NULL && has(err, "hook 'skip' must be a function"), "skip = 42 is a load error: %s", err);
+    kgx_script_free(s);
+    s = load_skip(policy_skip_off, sizeof policy_skip_off - 1, "plugins");
+    ok(s != NULL, "skip = false loads: %s", err);
+    if (s) {
+        int job = split_doc(s, "x", &n);
+        ok(n == 2 && kgx_script_skipped_last(s) == 0, "skip = false: every chunk is asked, even '...'");
+        kgx_script_job_free(s, job);
+        kgx_script_free(s);
+    }
+    s = load_skip(policy_skip_default, sizeof policy_skip_default - 1, "plugins");
+    ok(s != NULL, "no skip hook, plugins/ with text.lua: %s", err);
+    if (s) {
+        int job = split_doc(s, "Bob uses Redis.", &n);
+        is_int(n, 2, "the default skips punctuation and markup, keeps text of any script");
+        is_int(kgx_script_skipped_last(s), 2, "two skipped");
+        is_str(request_body(s, job, 0), "Bob uses Redis.", "first kept: the drawer");
+        kgx_script_job_free(s, job);
+        kgx_script_free(s);
+    }
+    s = load_skip(policy_skip_default, sizeof policy_skip_default - 1, PLUGINS);
+    ok(s != NULL, "no skip hook, no text.lua: %s", err);
+    if (s) {
+        int job = split_doc(s, "x", &n);
+        ok(n == 4 && kgx_script_skipped_last(s) == 0, "no text plugin: no default skipping");
+        kgx_script_job_free(s, job);
+        kgx_script_free(s);
+    }
+}
+
 int main(void)
 {
     kgx_log_init();
@@ -620,6 +701,7 @@ int main(void)
     test_sandbox();
     test_api();
     test_reload();
+    test_skip();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) diag("could not remove %s", tmpdir);
