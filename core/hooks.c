@@ -173,6 +173,7 @@ static void run_call(hook_thread_t *t, kgx_hook_call_t *c)
         o->rc = 0;
         break;
     }
+    if (c->kind != CALL_LOAD) kgx_script_call_done(t->script);   /* a large document read goes now */
     kgx_log_set_context(NULL);
 }
 

@@ -182,6 +182,17 @@ fail:
 
 size_t kgx_script_skipped_last(const kgx_script_t *s) { return s ? s->vm->skipped_last : 0; }
 
+/* See script.h and push_document (script_marshal.c). */
+void kgx_script_call_done(kgx_script_t *sc)
+{
+    script_vm_t *s = sc->vm;
+    s->drawer_cur = NULL;
+    if (s->doc_big) {
+        s->doc_big = 0;
+        lua_gc(s->L, LUA_GCCOLLECT, 0);
+    }
+}
+
 int kgx_script_run_request(kgx_script_t *sc, const kgx_drawer_t *d, const kgx_chunk_t *c,
                            const kgx_ctx_t *ctx, kgx_request_t *out, kgx_hook_t *failed,
                            char *err, size_t errlen)

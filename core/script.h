@@ -105,6 +105,10 @@ typedef struct {
     int timeout_ms;            /* 0: use the daemon's --request-timeout */
 } kgx_request_t;
 void kgx_request_clear(kgx_request_t *r);
+/* After a hook call (split, request or answer) on a state: its drawer's document is no longer
+ * readable (drawer.document is read on access, see script_marshal.c), and a large document the call
+ * read is collected now, so a state holds one only while a hook uses it. */
+void kgx_script_call_done(kgx_script_t *s);
 
 /* ---- policy text */
 

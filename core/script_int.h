@@ -83,6 +83,9 @@ typedef struct script_vm {
     char trip_msg[512];
     atomic_int running;        /* kgx_hook_t being run, -1 when idle; read by other threads */
     size_t skipped_last;       /* economy (issue 14): chunks the last run_split's skip hook took out */
+    int doc_big;               /* the running call made a large document a Lua string (script_call_done) */
+    const kgx_drawer_t *drawer_cur;   /* the drawer of the hook call running (drawer.document reads it) */
+    lua_Integer drawer_gen;    /* bumped by every drawer table pushed: an older table's document is gone */
 } script_vm_t;
 
 /* script_sandbox.c */

@@ -95,6 +95,33 @@ int script_push_json(script_vm_t *s, const char *json, size_t len, char *err, si
 }
 
 /* stack: -> drawer. Bad metadata JSON is passed as nil (reported when warn: once per drawer, by split). */
+/* stack: -> document. A Lua string is a copy: a drawer of 10 MB read by a hook is 10 MB more in
+ * that state, garbage once the call returns but freed only at the collector's pace — and the pace is
+ * set by what the state allocates next, which may be little (a state that split one large drawer
+ * then builds small requests). So a call that made a large document a string ends with a full
+ * collection (script_call_done): a state holds a large document only while a hook uses it. */
+#define SCRIPT_DOC_BIG 65536
+static void push_document(script_vm_t *s, const kgx_drawer_t *d)
+{
+    size_t n = d->document ? d->document_len : 0;
+    lua_pushlstring(s->L, d->document ? d->document : "", n);
+    if (n >= SCRIPT_DOC_BIG) s->doc_big = 1;
+}
+
+/* __index of a drawer table: drawer.document is made a Lua string when a hook reads it, not for
+ * every call — the default policy reads it in split only, so the request and parse calls of a drawer
+ * cut into 800 chunks copy nothing of it. Upvalues: the vm, the generation of the table. A table kept
+ * past its call (in a global) no longer has a document: that is an error, not stale memory. */
+static int drawer_index(lua_State *L)
+{
+    script_vm_t *s = lua_touserdata(L, lua_upvalueindex(1));
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "document") != 0) return 0;
+    if (!s->drawer_cur || lua_tointeger(L, lua_upvalueindex(2)) != s->drawer_gen)
+        return luaL_error(L, "drawer.document: a drawer table is valid only during the hook call it was given to");
+    push_document(s, s->drawer_cur);
+    return 1;
+}
+
 void script_push_drawer(script_vm_t *s, const kgx_drawer_t *d, int warn)
 {
     lua_State *L = s->L;
@@ -102,8 +129,14 @@ void script_push_drawer(script_vm_t *s, const kgx_drawer_t *d, int warn)
     if (d->id) { lua_pushstring(L, d->id); lua_setfield(L, -2, "id"); }
     if (d->wing) { lua_pushstring(L, d->wing); lua_setfield(L, -2, "wing"); }
     if (d->room) { lua_pushstring(L, d->room); lua_setfield(L, -2, "room"); }
-    lua_pushlstring(L, d->document ? d->document : "", d->document ? d->document_len : 0);
-    lua_setfield(L, -2, "document");
+    s->drawer_cur = d;
+    s->drawer_gen++;
+    lua_createtable(L, 0, 1);                               /* its metatable: document on access */
+    lua_pushlightuserdata(L, s);
+    lua_pushinteger(L, s->drawer_gen);
+    lua_pushcclosure(L, drawer_index, 2);
+    lua_setfield(L, -2, "__index");
+    lua_setmetatable(L, -2);
     if (d->metadata_json && *d->metadata_json) {
         char e[256];
         if (script_push_json(s, d->metadata_json, strlen(d->metadata_json), e, sizeof e) == 0)

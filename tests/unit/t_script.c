@@ -687,6 +687,41 @@ static void test_skip(void)
     }
 }
 
+/* drawer.document is read on access: there during the call, not a plain field, gone from a table
+ * kept past its call; a large one read is collected when kgx_script_call_done runs. */
+static const char policy_doc[] =
+    "local kept\n"
+    "function split(d) kept = d return { 'c' } end\n"
+    "function request(c, d) if c == 'stale' then return { path = '/x', body = kept.document } end\n"
+    "  return { path = '/x', body = d.document .. '|' .. tostring(rawget(d, 'document')) } end\n"
+    "function parse() return {} end\n";
+
+static void test_lazy_document(void)
+{
+    kgx_script_t *s = load_skip(policy_doc, sizeof policy_doc - 1, PLUGINS);
+    ok(s != NULL, "document policy loads: %s", err);
+    if (!s) return;
+    kgx_drawer_t d = { .id = "d", .document = "the text", .document_len = 8 };
+    kgx_chunk_t *cs = NULL;
+    size_t n = 0;
+    kgx_hook_t failed;
+    is_int(kgx_script_run_split(s, &d, NULL, &cs, &n, &failed, err, sizeof err), 0, "split: %s", err);
+    kgx_chunks_free(cs, n);
+    kgx_script_call_done(s);
+    kgx_chunk_t c = { .text = "c", .len = 1, .tokens = 1 };
+    kgx_request_t rq;
+    is_int(kgx_script_run_request(s, &d, &c, NULL, &rq, &failed, err, sizeof err), 0, "request: %s", err);
+    is_str(rq.body, "the text|nil", "drawer.document read on access; rawget does not see it");
+    kgx_request_clear(&rq);
+    kgx_script_call_done(s);
+    kgx_chunk_t st = { .text = "stale", .len = 5, .tokens = 2 };
+    ok(kgx_script_run_request(s, &d, &st, NULL, &rq, &failed, err, sizeof err) != 0
+       && has(err, "valid only during the hook call"), "a drawer table kept past its call has no document: %s", err);
+    kgx_request_clear(&rq);
+    kgx_script_call_done(s);
+    kgx_script_free(s);
+}
+
 int main(void)
 {
     kgx_log_init();
@@ -702,6 +737,7 @@ int main(void)
     test_api();
     test_reload();
     test_skip();
+    test_lazy_document();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) diag("could not remove %s", tmpdir);
