@@ -1,7 +1,7 @@
 /* config — see config.h. */
 #include "config.h"
-#include "graph.h"
 #include "log.h"
+#include "names.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -44,6 +44,7 @@ static const char usage_text[] =
 "  --request-timeout S       total timeout of one LLM request (default 120)\n"
 "  --no-keep-answers         do not store raw LLM answers (disables --reapply for new rows)\n"
 "  --worker-id ID            default host:pid:random\n"
+"  --memory-budget SIZE      bytes held for drawers in flight, e.g. 64M, 1G (default 64M)\n"
 "\n"
 "observability\n"
 "  --progress-interval S     progress line period (default 60)\n"
@@ -116,6 +117,33 @@ static int parse_num(const char *v, double lo, double hi, double *out)
     return 0;
 }
 
+/* memory budget: the one place its default lives (docs, the unit's MemoryMax and B10 follow it) */
+#define KGX_MEMORY_BUDGET_DEFAULT ((size_t)64 << 20)
+#define KGX_MEMORY_BUDGET_MIN     ((size_t)24 << 20)
+
+/* "64M", "64MiB", "1G", "67108864": bytes with an optional K/M/G (binary) suffix. */
+static int parse_bytes(const char *v, size_t lo, size_t hi, size_t *out)
+{
+    if (!v || !*v || !isdigit((unsigned char)*v)) return -1;
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (errno) return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (shift && (!strcasecmp(end, "iB") || !strcasecmp(end, "B"))) end += strlen(end);
+    if (*end || x > (unsigned long long)hi >> shift) return -1;
+    x <<= shift;
+    if (x < lo || x > hi) return -1;
+    *out = (size_t)x;
+    return 0;
+}
+
 static int set_endpoints(kgx_config_t *c, const char *list, char *err, size_t errlen)
 {
     for (int i = 0; i < c->n_endpoints; i++) free(c->endpoints[i]);
@@ -150,7 +178,8 @@ enum {
     O_DSN = 256, O_ENDPOINT, O_MODEL, O_POLICY, O_WORKERS, O_BATCH, O_POLL, O_LEASE, O_ATTEMPTS,
     O_TIMEOUT, O_GRAPH, O_BACKFILL, O_BACKFILL_LIMIT, O_PROGRESS, O_ONCE, O_STATUS, O_JSON,
     O_DRY_RUN, O_HTTP, O_HTTP_PUBLIC, O_WORKER_ID, O_LOG_LEVEL, O_HELP, O_VERSION, O_REAPPLY,
-    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP
+    O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP, O_ADOPT, O_ADOPT_DRY, O_REQUEUE_EMPTY,
+    O_MEMORY_BUDGET
 };
 
 static const struct option options[] = {
@@ -181,6 +210,10 @@ static const struct option options[] = {
     { "ctx-size", required_argument, 0, O_CTX },
     { "slots", required_argument, 0, O_SLOTS },
     { "no-keep-answers", no_argument, 0, O_NO_KEEP },
+    { "memory-budget", required_argument, 0, O_MEMORY_BUDGET },
+    { "adopt", no_argument, 0, O_ADOPT },
+    { "adopt-dry-run", no_argument, 0, O_ADOPT_DRY },    /* --dry-run next to --adopt (see below) */
+    { "requeue-empty", no_argument, 0, O_REQUEUE_EMPTY },
     { "help", no_argument, 0, O_HELP },
     { "version", no_argument, 0, O_VERSION },
     { 0, 0, 0, 0 }
@@ -201,6 +234,7 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
     c->min_confidence = 0.5;
     c->max_triples = 10;
     c->keep_answers = 1;
+    c->memory_budget = KGX_MEMORY_BUDGET_DEFAULT;
     c->graph = strdup("mempalace_kg");
     c->model = strdup("phi-4-mini");
     err[0] = 0;
@@ -236,7 +270,15 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         c->max_triples = (int)l;
     }
 
-    int backfill = 0, once = 0, status = 0, reapply = 0;
+    int backfill = 0, once = 0, status = 0, reapply = 0, adopt = 0, requeue_empty = 0;
+    /* next to --adopt, --dry-run takes no FILE: it means "report only" */
+    char *args[argc + 1];
+    int with_adopt = 0;
+    for (int i = 1; i < argc; i++) if (!strcmp(argv[i], "--adopt")) with_adopt = 1;
+    for (int i = 0; i < argc; i++)
+        args[i] = with_adopt && !strcmp(argv[i], "--dry-run") ? (char *)"--adopt-dry-run" : argv[i];
+    args[argc] = NULL;
+    argv = args;
     optind = 1;
     opterr = 0;
     int opt;
@@ -257,10 +299,16 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_LEASE: if (parse_num(v, 1, 86400 * 7, &c->lease_seconds)) BAD("expected seconds, got '%s'"); break;
         case O_ATTEMPTS: if (parse_int(v, 1, 1000, &l)) BAD("expected 1..1000, got '%s'"); c->max_attempts = (int)l; break;
         case O_TIMEOUT: if (parse_num(v, 0.05, 86400, &c->request_timeout)) BAD("expected seconds, got '%s'"); break;
-        case O_GRAPH:
-            if (!kgx_graph_name_ok(v)) BAD("expected 3-63 characters [a-z0-9_] starting with a letter or _, got '%s'");
+        case O_GRAPH: {
+            /* every identifier derived from it must fit PostgreSQL's 63 bytes (core/names.c) */
+            char why[400];
+            if (kgx_names_check_graph(v, why, sizeof why)) {
+                snprintf(err, errlen, "error: --graph: %s", why);
+                return 2;
+            }
             set_str(&c->graph, v);
             break;
+        }
         case O_BACKFILL: backfill = 1; break;
         case O_BACKFILL_LIMIT:
             if (parse_int(v, 1, 1L << 40, &l)) BAD("expected a positive count, got '%s'");
@@ -286,6 +334,13 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_CTX: if (parse_int(v, 64, 1 << 24, &l)) BAD("expected 64..16777216 tokens, got '%s'"); c->n_ctx = (int)l; break;
         case O_SLOTS: if (parse_int(v, 1, 1024, &l)) BAD("expected 1..1024, got '%s'"); c->slots = (int)l; break;
         case O_NO_KEEP: c->keep_answers = 0; break;
+        case O_MEMORY_BUDGET:
+            if (parse_bytes(v, KGX_MEMORY_BUDGET_MIN, (size_t)1 << 40, &c->memory_budget))
+                BAD("expected a size from 24M to 1024G (e.g. 64M, 1G), got '%s'");
+            break;
+        case O_ADOPT: adopt = 1; break;
+        case O_ADOPT_DRY: c->adopt_dry_run = 1; break;
+        case O_REQUEUE_EMPTY: requeue_empty = 1; break;
         case 'h': case O_HELP: c->mode = KGX_MODE_HELP; return 0;
         case 'V': case O_VERSION: c->mode = KGX_MODE_VERSION; return 0;
         case '?':
@@ -304,12 +359,18 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         snprintf(err, errlen, "error: unexpected argument '%s' (see --help)", argv[optind]);
         return 2;
     }
-    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply;
+    int modes = backfill + once + status + (c->dry_run_input != NULL) + reapply + adopt;
     if (modes > 1) {
-        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply");
+        snprintf(err, errlen, "error: choose one of --backfill, --once, --status, --dry-run, --reapply, --adopt");
         return 2;
     }
-    if (backfill) c->mode = KGX_MODE_BACKFILL;
+    if (requeue_empty && !adopt) {
+        snprintf(err, errlen, "error: --requeue-empty goes with --adopt");
+        return 2;
+    }
+    c->requeue_empty = requeue_empty;
+    if (adopt) c->mode = KGX_MODE_ADOPT;
+    else if (backfill) c->mode = KGX_MODE_BACKFILL;
     else if (once) c->mode = KGX_MODE_ONCE;
     else if (status) c->mode = KGX_MODE_STATUS;
     else if (c->dry_run_input) c->mode = KGX_MODE_DRY_RUN;

@@ -9,7 +9,8 @@
 #define KGX_MAX_ENDPOINTS 16
 
 typedef enum { KGX_MODE_DAEMON, KGX_MODE_ONCE, KGX_MODE_BACKFILL, KGX_MODE_STATUS,
-               KGX_MODE_DRY_RUN, KGX_MODE_REAPPLY, KGX_MODE_HELP, KGX_MODE_VERSION } kgx_mode_t;
+               KGX_MODE_DRY_RUN, KGX_MODE_REAPPLY, KGX_MODE_HELP, KGX_MODE_VERSION,
+               KGX_MODE_ADOPT } kgx_mode_t;
 
 typedef struct {
     kgx_mode_t mode;
@@ -35,7 +36,10 @@ typedef struct {
     int n_ctx;               /* --ctx-size override of the per-slot context; 0 = from /props */
     int slots;               /* --slots override of an endpoint's slot count; 0 = from /props */
     int keep_answers;        /* store raw answers (default 1) */
+    size_t memory_budget;    /* --memory-budget: bytes for drawers in flight (budget.c; default in config.c) */
     char *reapply_where;     /* --reapply-drawer ID (optional filter) */
+    int adopt_dry_run;       /* --adopt --dry-run: report only */
+    int requeue_empty;       /* --adopt --requeue-empty */
 } kgx_config_t;
 
 /* Parses argv/env into cfg. Returns 0, or 2 with a one-line message in err (usage error). */

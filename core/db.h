@@ -55,4 +55,35 @@ void kgx_db_result_error(char *err, size_t errlen, const char *prefix, const PGr
  * connects, runs setup_sql, returns the connection or NULL with err set. */
 PGconn *kgx_db_connect_blocking(const char *dsn, const char *const *setup_sql, char *err, size_t errlen);
 
+/* ---- database errors by class ----
+ * Some failures are not "the database is not up yet" but a configuration an operator must fix: told
+ * apart by the SQLSTATE the server sent (at connection time libpq keeps it only in the message text,
+ * so connections are made with verbose errors and the code is read back from it). */
+typedef enum {
+    KGX_DB_FAIL_NONE = 0,
+    KGX_DB_FAIL_OTHER,          /* unreachable, shutting down, too many connections …: wait and retry */
+    KGX_DB_FAIL_AUTH,           /* 28P01: wrong password */
+    KGX_DB_FAIL_ROLE,           /* 28000: unknown role, NOLOGIN, no pg_hba.conf entry */
+    KGX_DB_FAIL_DATABASE,       /* 3D000: unknown database */
+    KGX_DB_FAIL_AGE,            /* 58P01 / 0A000 on age: Apache AGE not installed on the server */
+    KGX_DB_FAIL_AGE_CREATE,     /* AGE installed but not created in this database, and this role may not */
+} kgx_db_fail_t;
+
+/* The class of a failure from its SQLSTATE (NULL when none) and message. */
+kgx_db_fail_t kgx_db_classify(const char *sqlstate, const char *msg);
+/* 1 for the classes an operator must fix (auth, role, database, AGE). */
+int kgx_db_fail_permanent(kgx_db_fail_t f);
+/* One sentence naming the fix for a permanent class ("" otherwise). */
+const char *kgx_db_fail_fix(kgx_db_fail_t f);
+/* The SQLSTATE inside a verbose libpq message ("FATAL:  28P01: …"), copied into code[6]; 0 or -1. */
+int kgx_db_message_sqlstate(const char *msg, char code[6]);
+/* 0 when PQconninfoParse accepts dsn; else -1 with libpq's reason (one line) in err. */
+int kgx_db_dsn_check(const char *dsn, char *err, size_t errlen);
+/* kgx_db_connect_blocking that also says which class a failure is (why may be NULL). For permanent
+ * classes err reads "<what the server said> [SQLSTATE]; fix: <the fix>". */
+PGconn *kgx_db_open(const char *dsn, const char *const *setup_sql, char *err, size_t errlen, kgx_db_fail_t *why);
+/* Apache AGE usable in the connected database? 0, or -1 with err (and *why = AGE / AGE_CREATE / OTHER).
+ * A superuser may create the extension itself later (schema setup does), so that is not a failure. */
+int kgx_db_check_age(PGconn *c, char *err, size_t errlen, kgx_db_fail_t *why);
+
 #endif

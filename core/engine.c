@@ -1,6 +1,7 @@
 /* engine — see engine.h. The loop: claims, the pump, timers, signals, status, life cycle; one
  * drawer's own way is job.c's. */
 #include "engine_int.h"
+#include "drops.h"
 #include "graph.h"
 #include "jsonl.h"
 #include "log.h"
@@ -31,6 +32,12 @@ void kgx_engine_pump(kgx_engine_t *e) { pump(e); }
 
 /* ------------------------------------------------------------------ claiming */
 
+static void deleted_write_cb(int n, const char *err, const char *sqlstate, void *ud)
+{
+    (void)n; (void)sqlstate; (void)ud;
+    if (err) log_warn("retracting a deleted drawer's facts failed (retried after its lease): %s", err);
+}
+
 static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
@@ -44,9 +51,11 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
         if (e->stopping) break;
         job_t *j = job_new(e, &rows[i]);
         if (j->row.missing) {
-            log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
-            kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
-            kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+            /* scale: the drawer is gone; the write retracts its facts and completes the row with status
+             * 'deleted' (a write error leaves the claim to its lease: the next claim tries again) */
+            log_info("drawer=%s not found in mempalace_drawers: retracting its facts (status deleted)", j->row.drawer_id);
+            kgx_graph_write(e->db, e->cfg->graph, j->row.drawer_id, e->worker, j->row.token, "[]", NULL,
+                            deleted_write_cb, NULL);
             job_free(j);
         }
     }
@@ -103,6 +112,7 @@ static void maybe_claim(kgx_engine_t *e)
     int cap = kgx_endpoints_capacity(&e->eps);
     if (cap > c->workers) cap = c->workers;
     if (ready_units(e) >= (size_t)cap) return;
+    if (kgx_budget_waiting(e)) return;                   /* budget: claimed drawers wait for room first */
     int room = c->workers + 2 * c->batch_size - e->njobs;
     if (room <= 0) return;
     int want = room < c->batch_size ? room : c->batch_size;
@@ -147,6 +157,7 @@ static void pump(kgx_engine_t *e)
     do {
         e->repump = 0;
         if (e->stopping) break;
+        kgx_budget_admit(e);      /* budget: read the text of claimed drawers that fit */
         uint64_t now = now_ms(e);
         /* splits and write retries that are due */
         for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
@@ -482,6 +493,7 @@ static void publish_cb(uv_timer_t *t)
     kgx_buf_adds(&b, "}");
     kgx_queue_publish_worker(e->db, e->worker, b.p, NULL, NULL);
     kgx_buf_free(&b);
+    kgx_drops_check_policies(e->db);             /* [dropin] two policies on one queue: warn */
 }
 
 static void http_handler(const char *path, kgx_httpd_resp_t *resp, void *ud)
@@ -532,6 +544,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
+    kgx_budget_init(&e->budget, cfg->memory_budget);   /* budget: --memory-budget */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
@@ -672,6 +685,7 @@ void kgx_engine_free(kgx_engine_t *e)
     kgx_endpoints_close(&e->eps);
     kgx_http_free(e->http);
     kgx_db_free(e->db);
+    kgx_budget_abandon(e);        /* budget: text reads the pool dropped */
     kgx_httpd_free(e->httpd);
     uv_run(&e->loop, UV_RUN_NOWAIT);
     uv_walk(&e->loop, walk_close, NULL);

@@ -1,11 +1,13 @@
 /* engine_int — what engine.c (the loop: claims, pump, timers, signals, life cycle) and job.c (one
- * drawer's way through the policy, the LLM and the write) share. Not an API: only those two include it. */
+ * drawer's way through the policy, the LLM and the write) share. Not an API: only those two (and
+ * budget.c, which admits claimed drawers' text) include it. */
 #ifndef KGX_ENGINE_INT_H
 #define KGX_ENGINE_INT_H
 
 #include <stdint.h>
 #include <stdio.h>
 #include <uv.h>
+#include "budget.h"
 #include "buf.h"
 #include "config.h"
 #include "db.h"
@@ -61,6 +63,7 @@ struct kgx_engine {
     kgx_script_t *script;
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
+    kgx_budget_t budget;        /* --memory-budget: drawers' text admitted within it (budget.c) */
     char worker[256];
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;

@@ -1,10 +1,12 @@
 /* graph — see graph.h. */
 #include "graph.h"
 #include "log.h"
+#include "names.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char schema_sql[] =
 #include "schema_sql.h"
@@ -20,15 +22,10 @@ const char *const kgx_graph_session_sql[] = {
     NULL
 };
 
+/* [dropin] the whole check (derived identifiers' length, reserved words, foreign schemas) is core/names.c's */
 int kgx_graph_name_ok(const char *g)
 {
-    size_t n = strlen(g);
-    if (n < 3 || n > 63) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = g[i];
-        if (!((c >= 'a' && c <= 'z') || c == '_' || (i && c >= '0' && c <= '9'))) return 0;
-    }
-    return 1;
+    return kgx_names_check_graph(g, NULL, 0) == 0;
 }
 
 static char *subst_graph(const char *tmpl, const char *graph)
@@ -87,6 +84,53 @@ static int schema_current(PGconn *c, const char *graph, const char *stamp)
     return same;
 }
 
+/* The part of the schema after the "kgx:concurrently" marker: statements run one at a time outside a
+ * transaction, with statement_timeout off (CREATE INDEX CONCURRENTLY on a large live queue). */
+static const char concurrent_marker[] = "-- ===== kgx:concurrently";
+
+static int run_concurrent(PGconn *c, char *part, char *err, size_t errlen)
+{
+    int rc = exec_ok(c, "SET statement_timeout = 0", "schema", err, errlen);
+    /* statements end with ';' at the end of a line; comment lines are skipped */
+    char *p = part;
+    while (!rc && *p) {
+        char *end = strstr(p, ";\n");
+        if (!end) end = p + strlen(p);
+        char save = *end;
+        *end = 0;
+        const char *stmt = p;
+        while (*stmt) { /* skip blank and comment lines */
+            const char *q = stmt + strspn(stmt, " \t\r\n");
+            if (q[0] == '-' && q[1] == '-') { const char *nl = strchr(q, '\n'); stmt = nl ? nl + 1 : q + strlen(q); }
+            else { stmt = q; break; }
+        }
+        if (*stmt) {
+            /* an index left invalid by an interrupted CONCURRENTLY build is dropped and built again */
+            const char *k = strstr(stmt, "IF NOT EXISTS ");
+            if (k && !strncmp(stmt, "CREATE", 6) && strstr(stmt, "CONCURRENTLY")) {
+                char name[128] = "", q[512];
+                sscanf(k + 14, "%127[a-z0-9_]", name);
+                snprintf(q, sizeof q, "SELECT 1 FROM pg_catalog.pg_index WHERE indexrelid = to_regclass('public.%s')"
+                         " AND NOT indisvalid", name);
+                PGresult *r = PQexec(c, q);
+                int invalid = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+                PQclear(r);
+                if (invalid) {
+                    log_warn("schema: index %s was left invalid by an interrupted build: building it again", name);
+                    snprintf(q, sizeof q, "DROP INDEX CONCURRENTLY IF EXISTS public.%s", name);
+                    rc = exec_ok(c, q, "schema", err, errlen);
+                }
+            }
+            if (!rc) rc = exec_ok(c, stmt, "schema (concurrently)", err, errlen);
+        }
+        *end = save;
+        p = *end ? end + 2 : end;
+    }
+    PGresult *r = PQexec(c, "RESET statement_timeout");
+    PQclear(r);
+    return rc;
+}
+
 int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, size_t errlen)
 {
     if (!kgx_graph_name_ok(graph)) {
@@ -109,24 +153,57 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
         free(sql);
         return 0;
     }
+    /* Serialised across processes starting together by a session advisory lock, taken with
+     * pg_try_advisory_lock in a loop: a session waiting inside a statement (or a transaction) would
+     * hold a snapshot that CREATE INDEX CONCURRENTLY waits for, while it waits for the builder. */
+    for (int tries = 0;; tries++) {
+        PGresult *r = PQexec(c, "SELECT pg_try_advisory_lock(hashtext('kgx-schema'))");
+        int bad = PQresultStatus(r) != PGRES_TUPLES_OK;
+        int got = !bad && PQgetvalue(r, 0, 0)[0] == 't';
+        if (bad) kgx_db_result_error(err, errlen, "schema lock: ", r);
+        PQclear(r);
+        if (bad) {
+            free(sql);
+            return -1;
+        }
+        if (got) break;
+        if (tries == 0) log_info("schema: another process is updating the schema; waiting");
+        struct timespec ts = { 0, 100 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    int rc = 0;
+    if (schema_current(c, graph, stamp)) goto done;
+    char *conc = strstr(sql, concurrent_marker);
+    if (conc) {
+        *conc = 0;
+        conc = strchr(conc + 1, '\n');
+        if (!conc) conc = (char *)"";
+    }
     snprintf(comment, sizeof comment,
              "COMMENT ON FUNCTION public.kgx_%s_write(text,text,bigint,jsonb,jsonb) IS '%s'", graph, stamp);
-    /* one transaction, serialised across processes starting together; the loser re-checks */
-    int rc = exec_ok(c, "BEGIN", "schema", err, errlen);
-    if (!rc) rc = exec_ok(c, "SELECT pg_advisory_xact_lock(hashtext('kgx-schema'))", "schema lock", err, errlen);
-    if (!rc && schema_current(c, graph, stamp)) {
-        free(sql);
-        return exec_ok(c, "COMMIT", "schema commit", err, errlen);
-    }
+    /* one transaction, then the part outside it; the stamp is written last, so an interrupted index
+     * build is redone by the next start */
+    rc = exec_ok(c, "BEGIN", "schema", err, errlen);
     if (!rc) rc = exec_ok(c, "SET LOCAL client_min_messages = warning", "schema", err, errlen);
+    if (!rc) rc = exec_ok(c, "SET LOCAL statement_timeout = 0", "schema", err, errlen);
     if (!rc) rc = exec_ok(c, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, errlen);
     if (!rc) rc = exec_ok(c, sql, "schema", err, errlen);
-    if (!rc) rc = exec_ok(c, comment, "schema stamp", err, errlen);
     if (!rc) rc = exec_ok(c, "COMMIT", "schema commit", err, errlen);
     else {
         PGresult *rb = PQexec(c, "ROLLBACK");
         PQclear(rb);
     }
+    if (!rc && conc) {
+        PGresult *r = PQexec(c, "SET client_min_messages = warning");
+        PQclear(r);
+        rc = run_concurrent(c, conc, err, errlen);
+        r = PQexec(c, "RESET client_min_messages");
+        PQclear(r);
+    }
+    if (!rc) rc = exec_ok(c, comment, "schema stamp", err, errlen);
+done:;
+    PGresult *u = PQexec(c, "SELECT pg_advisory_unlock(hashtext('kgx-schema'))");
+    PQclear(u);
     free(sql);
     return rc;
 }
@@ -177,8 +254,9 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
 int kgx_graph_is_transient(const char *sqlstate, const char *err)
 {
     if (!sqlstate) return err != NULL; /* connection-level failure */
-    /* serialization/deadlock, connection exceptions, admin shutdown, too many connections */
-    return !strcmp(sqlstate, "40P01") || !strcmp(sqlstate, "40001") || !strncmp(sqlstate, "08", 2)
+    /* serialization/deadlock, connection exceptions, admin shutdown, too many connections,
+     * statement_timeout (57014: the caller retries a bounded number of times, then charges) */
+    return !strcmp(sqlstate, "40P01") || !strcmp(sqlstate, "57014") || !strcmp(sqlstate, "40001") || !strncmp(sqlstate, "08", 2)
         || !strcmp(sqlstate, "57P01") || !strcmp(sqlstate, "57P02") || !strcmp(sqlstate, "57P03")
         || !strcmp(sqlstate, "53300") || !strcmp(sqlstate, "55P03");
 }
@@ -218,10 +296,16 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
         snprintf(err, errlen, "invalid graph name");
         return -1;
     }
-    char sql[512];
+    /* exact below 200,000 rows; beyond, the planner's estimate (pg_class.reltuples, kept by
+     * autovacuum/ANALYZE): a count(*) of a palace-sized label every few seconds is a full scan */
+    char sql[1024];
     snprintf(sql, sizeof sql,
-             "SELECT (SELECT count(*) FROM %s.\"Entity\"), (SELECT count(*) FROM %s.\"RELATION\"),"
-             " (SELECT count(*) FROM public.kgx_%s_support)", graph, graph, graph);
+             "SELECT CASE WHEN e.reltuples < 200000 THEN (SELECT count(*) FROM %s.\"Entity\") ELSE e.reltuples::bigint END,"
+             " CASE WHEN r.reltuples < 200000 THEN (SELECT count(*) FROM %s.\"RELATION\") ELSE r.reltuples::bigint END,"
+             " CASE WHEN s.reltuples < 200000 THEN (SELECT count(*) FROM public.kgx_%s_support) ELSE s.reltuples::bigint END"
+             " FROM pg_catalog.pg_class e, pg_catalog.pg_class r, pg_catalog.pg_class s"
+             " WHERE e.oid = '%s.\"Entity\"'::regclass AND r.oid = '%s.\"RELATION\"'::regclass"
+             " AND s.oid = 'public.kgx_%s_support'::regclass", graph, graph, graph, graph, graph, graph);
     PGresult *r = PQexec(c, sql);
     int rc = 0;
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
@@ -234,4 +318,42 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
     }
     PQclear(r);
     return rc;
+}
+
+int kgx_graph_prune(PGconn *c, const char *graph, long long *pruned, char *err, size_t errlen)
+{
+    if (!kgx_graph_name_ok(graph)) {
+        snprintf(err, errlen, "invalid graph name");
+        return -1;
+    }
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT pruned, last FROM public.kgx_%s_prune($1, 200)", graph);
+    char *after = NULL;
+    long long n = 0;
+    int rc = 0;
+    for (;;) {
+        const char *p[] = { after };
+        PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            kgx_db_result_error(err, errlen, "prune: ", r);
+            PQclear(r);
+            rc = -1;
+            break;
+        }
+        n += strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        int done = PQgetisnull(r, 0, 1);
+        free(after);
+        after = done ? NULL : strdup(PQgetvalue(r, 0, 1));
+        PQclear(r);
+        if (done) break;
+    }
+    free(after);
+    if (pruned) *pruned = n;
+    return rc;
+}
+
+int kgx_graph_follow_deletes(PGconn *c, int on, char *err, size_t errlen)
+{
+    return exec_ok(c, on ? "SELECT public.kgx_follow_deletes(true)" : "SELECT public.kgx_follow_deletes(false)",
+                   "deleted-drawer trigger", err, errlen);
 }

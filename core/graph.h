@@ -51,4 +51,12 @@ PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *afte
 int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long *edges,
                     long long *supports, char *err, size_t errlen);
 
+/* Retracts the facts of every drawer no longer in mempalace_drawers (kgx_<graph>_prune in batches, one
+ * transaction each); their queue rows complete with status 'deleted'. Blocking (for kgx-run --prune). */
+int kgx_graph_prune(PGconn *c, const char *graph, long long *pruned, char *err, size_t errlen);
+/* Installs (on) or removes the optional AFTER DELETE trigger on mempalace_drawers that re-queues a
+ * deleted drawer's row so the daemon retracts it. DDL on MemPalace's table: only when asked.
+ * TRUNCATE is not covered. Blocking. */
+int kgx_graph_follow_deletes(PGconn *c, int on, char *err, size_t errlen);
+
 #endif

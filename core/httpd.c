@@ -11,8 +11,16 @@
  * closing a socket with unread input makes the kernel send RST, and the client may then lose
  * the 4xx we just wrote — exactly when it matters (431, 413).
  *
- * Everything is bounded: 8 KiB of request head, 64 clients, one deadline per connection that
- * covers reading the request and writing the answer. Nothing here blocks the loop. */
+ * Everything is bounded: 8 KiB of request head, a short deadline for the head (2 s), a deadline
+ * for writing the answer, and a number of client slots (1024, fewer when the process may open
+ * fewer files). Nothing here blocks the loop.
+ *
+ * Under abuse (a crowd of clients that connect and send nothing, or a head byte by byte) the slots
+ * fill up. A new connection is then always admitted, and a slot is taken back from the client that
+ * has shown the least: first one already answered (lingering), then the one in READ that has been
+ * quiet longest (it has not finished a request, so it is not authenticated either), last the
+ * oldest one still being written to. A monitor's /healthz therefore gets through whatever the
+ * crowd does, and each abuser holds a slot at most for the head deadline. */
 #include "httpd.h"
 
 #include "log.h"
@@ -20,15 +28,20 @@
 #include <errno.h>
 #include <http_parser.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_HEAD     8192        /* request line + headers */
-#define MAX_CLIENTS  64
-#define TIMEOUT_MS   5000
+#define MAX_CLIENTS  1024        /* client slots (capped by RLIMIT_NOFILE, see slots_for_fd_limit) */
+#define FD_RESERVE   256         /* descriptors left for the database, curl and the rest */
+#define MIN_CLIENTS  64
+#define HEAD_TIMEOUT_MS 2000     /* connect → complete request head */
+#define TIMEOUT_MS   5000        /* writing the answer */
 #define LINGER_MS    1000        /* upper bound on draining after the answer */
 #define KEY_HEADER   "x-api-key"
 
@@ -341,6 +354,7 @@ typedef struct conn {
     int state;
     int open_handles;
     int peer_eof;
+    uint64_t last_active;        /* loop time (ms) of accept or of the last bytes read */
     struct conn *prev, *next;
     char rbuf[4096];
 } conn_t;
@@ -353,6 +367,8 @@ struct kgx_httpd {
     kgx_httpd_handler handler;
     void *ud;
     unsigned timeout_ms;
+    int max_clients;
+    unsigned long evicted;       /* slots taken back from idle clients (logged, for tests) */
     int nclients;                /* allocated (includes closing ones): h lives while > 0 */
     int nactive;                 /* not yet closing: what the client cap counts */
     int closing;
@@ -569,6 +585,40 @@ static void timer_cb(uv_timer_t *t)
     }
 }
 
+/* The request head must be complete within this (the answer gets timeout_ms). */
+static unsigned head_timeout_ms(const kgx_httpd_t *h)
+{
+    return h->timeout_ms < HEAD_TIMEOUT_MS ? h->timeout_ms : HEAD_TIMEOUT_MS;
+}
+
+/* The slots are full: take one back, never from `keep` (the connection just accepted). Order: a
+ * lingering one (already answered), the quietest one still reading its request (unauthenticated:
+ * the key is checked only on a complete head), the oldest one being written to. Closed without
+ * an answer: writing one would keep the slot. */
+static void evict_one(kgx_httpd_t *h, conn_t *keep)
+{
+    conn_t *best = NULL;
+    int best_rank = 0;
+    for (conn_t *c = h->clients; c; c = c->next) {
+        if (c == keep || c->state == C_CLOSED)
+            continue;
+        int rank = c->state == C_LINGER ? 3 : c->state == C_READ ? 2 : 1;
+        /* list is newest first: on a tie in time, "<=" moves on to the older one */
+        if (!best || rank > best_rank || (rank == best_rank && c->last_active <= best->last_active)) {
+            best = c;
+            best_rank = rank;
+        }
+    }
+    if (!best) {                        /* cannot happen while max_clients >= 1 */
+        conn_close(keep);
+        return;
+    }
+    if (h->evicted++ % 100 == 0)        /* an abuser makes this frequent: log a sample */
+        log_info("httpd slots full (%d): closed an idle connection to admit a new one (%lu so far)",
+                 h->max_clients, h->evicted);
+    conn_close(best);
+}
+
 static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     conn_t *c = handle->data;
@@ -592,6 +642,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (c->state != C_READ)
         return;                         /* draining */
+    c->last_active = uv_now(c->h->loop);
     int rc = kgx_httpd_req_feed(c->req, buf->base, (size_t)nread);
     if (rc != 0)
         conn_answer(c, rc);
@@ -623,20 +674,29 @@ static void connection_cb(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
-    if (h->nactive > MAX_CLIENTS) {
-        log_debug("httpd over %d clients: connection closed", MAX_CLIENTS);
-        conn_close(c);
-        return;
-    }
+    if (h->nactive > h->max_clients)
+        evict_one(h, c);
     c->req = kgx_httpd_req_new();
     if (!c->req) {
         conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    uv_timer_start(&c->timer, timer_cb, h->timeout_ms, 0);
+    c->last_active = uv_now(h->loop);
+    uv_timer_start(&c->timer, timer_cb, head_timeout_ms(h), 0);
     if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0)
         conn_close(c);
+}
+
+/* MAX_CLIENTS, fewer when the soft RLIMIT_NOFILE leaves less than that beside FD_RESERVE. */
+static int slots_for_fd_limit(void)
+{
+    struct rlimit rl;
+    int n = MAX_CLIENTS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur < (rlim_t)MAX_CLIENTS + FD_RESERVE)
+        n = rl.rlim_cur > (rlim_t)FD_RESERVE + MIN_CLIENTS ? (int)(rl.rlim_cur - FD_RESERVE) : MIN_CLIENTS;
+    return n;
 }
 
 kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *addr, const char *api_key,
@@ -678,6 +738,7 @@ kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *addr, const char *api_ke
     h->handler = handler;
     h->ud = ud;
     h->timeout_ms = TIMEOUT_MS;
+    h->max_clients = slots_for_fd_limit();
     if (api_key && *api_key) {
         h->api_key = strdup(api_key);
         if (!h->api_key) {
@@ -747,4 +808,20 @@ void kgx_httpd_set_timeout_ms(kgx_httpd_t *h, unsigned ms)
 {
     if (h)
         h->timeout_ms = ms ? ms : 1;
+}
+
+void kgx_httpd_set_max_clients(kgx_httpd_t *h, int n)
+{
+    if (h)
+        h->max_clients = n > 0 ? n : 1;
+}
+
+int kgx_httpd_max_clients(const kgx_httpd_t *h)
+{
+    return h ? h->max_clients : -1;
+}
+
+unsigned long kgx_httpd_evicted(const kgx_httpd_t *h)
+{
+    return h ? h->evicted : 0;
 }

@@ -1,9 +1,11 @@
 /* httpd — the small status HTTP server (GET /kg-extract/status, /metrics, /healthz) on the loop.
  *
  * Requests are parsed with Debian's libhttp-parser. Only GET/HEAD; request line + headers capped
- * at 8 KiB, bodies refused (413), a client that does not finish its request within 5 s is
- * dropped (408), at most 64 connections at once; one request per connection
- * (Connection: close). When api_key is set, every request needs a matching X-API-Key header
+ * at 8 KiB, bodies refused (413), a client that does not finish its request head within 2 s is
+ * answered 408 and dropped, an answer must be taken within 5 s; up to 1024 connections at once
+ * (fewer under a low RLIMIT_NOFILE), and when every slot is taken a new connection is still
+ * admitted by closing the quietest one that has not finished a request; one request per
+ * connection (Connection: close). When api_key is set, every request needs a matching X-API-Key header
  * (compared in constant time) or gets 401. Nothing here can block or slow the extraction loop. */
 #ifndef KGX_HTTPD_H
 #define KGX_HTTPD_H
@@ -32,8 +34,14 @@ kgx_httpd_t *kgx_httpd_new(uv_loop_t *loop, const char *listen, const char *api_
 void kgx_httpd_free(kgx_httpd_t *h);
 /* The port actually bound (useful with ":0"); -1 on error. */
 int kgx_httpd_port(const kgx_httpd_t *h);
-/* Per-connection deadline for connections accepted from now on (default 5000 ms; tests shorten it). */
+/* Per-connection deadline for connections accepted from now on (default 5000 ms; tests shorten it).
+ * The request head's deadline is the smaller of this and 2000 ms. */
 void kgx_httpd_set_timeout_ms(kgx_httpd_t *h, unsigned ms);
+/* Client slots (default 1024, or RLIMIT_NOFILE's soft limit less 256; tests make it small). */
+void kgx_httpd_set_max_clients(kgx_httpd_t *h, int n);
+int kgx_httpd_max_clients(const kgx_httpd_t *h);                 /* -1 for NULL */
+/* How many connections were closed to admit new ones (slots full). */
+unsigned long kgx_httpd_evicted(const kgx_httpd_t *h);
 /* Parses "HOST:PORT" into host/port (pure; exposed for tests and the fuzzer). 0 ok, -1 bad. */
 int kgx_httpd_parse_listen(const char *listen, char *host, size_t hostlen, int *port);
 

@@ -1,6 +1,7 @@
 /* job — one drawer's way through the policy, the LLM and the write (see engine.h for the failure
  * policy). The engine owns the list of jobs and calls in here; everything below runs on the loop. */
 #include "engine_int.h"
+#include "drops.h"
 #include "graph.h"
 #include "log.h"
 #include "metrics.h"
@@ -51,6 +52,7 @@ static void job_reset_chunks(job_t *j)
 void job_free(job_t *j)
 {
     kgx_engine_t *e = j->e;
+    kgx_budget_release(e, j);     /* budget: its charge back, its text read (if any) orphaned */
     job_reset_chunks(j);
     j->prev->next = j->next;
     j->next->prev = j->prev;
@@ -106,6 +108,7 @@ static int is_blank(const char *s, size_t n)
 void job_split(job_t *j)
 {
     kgx_engine_t *e = j->e;
+    if (kgx_budget_need_text(e, j)) return;   /* budget: text not in memory; the pump splits once read */
     j->split_done = 1;
     if (!j->row.document || is_blank(j->row.document, j->row.document_len)) {
         j->nchunks = 0;
@@ -129,6 +132,7 @@ void job_split(job_t *j)
         return;
     }
     j->script_job = ref;
+    kgx_budget_split_done(e, j);    /* budget: the C copy of the text goes (Lua holds it) */
     j->nchunks = n;
     j->ndone = 0;
     j->chunks = calloc(n ? n : 1, sizeof *j->chunks);
@@ -252,6 +256,7 @@ static void add_result(job_t *j, size_t idx, const kgx_result_t *r)
                            t->raw_predicate ? t->raw_predicate : "");
         }
     }
+    kgx_drops_record(j->row.drawer_id, (long)idx, r, e->cfg->max_triples);   /* [dropin] logged and counted by class */
     for (size_t i = 0; i < r->n_drops; i++) {
         const kgx_drop_t *d = &r->drops[i];
         j->dropped++;

@@ -2,8 +2,10 @@
  *   daemon / --once / --backfill / --dry-run : the engine (engine.c)
  *   --status [--json]                         : counters from the database, printed once
  *   --reapply                                 : stored answers re-parsed by the current policy */
+#include "adopt.h"
 #include "config.h"
 #include "db.h"
+#include "drops.h"
 #include "engine.h"
 #include "graph.h"
 #include "httpd.h"
@@ -89,6 +91,8 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
     long long ents = 0, edges = 0, sup = 0;
     int have_graph = kgx_graph_stats(c, cfg->graph, &ents, &edges, &sup, err, sizeof err) == 0;
     char *workers = cfg->json ? kgx_queue_workers_json(c, err, sizeof err) : kgx_queue_workers_text(c, err, sizeof err);
+    kgx_drops_live_t live;                       /* [dropin] drops by class, policy mix */
+    int have_live = kgx_drops_workers(c, &live, err, sizeof err) == 0;
     PQfinish(c);
     char perr[1024];
     kgx_script_t *s = policy ? load_policy(cfg, policy, perr, sizeof perr) : NULL;
@@ -99,14 +103,28 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         /* graph numbers ride along when the graph exists */
         if (have_graph && len > 1) {
             js[len - 1] = 0;
-            printf("%s,\"graph\":{\"entities\":%lld,\"edges\":%lld,\"supports\":%lld}}\n", js, ents, edges, sup);
-        } else {
-            printf("%s\n", js);
+            printf("%s,\"graph\":{\"entities\":%lld,\"edges\":%lld,\"supports\":%lld}", js, ents, edges, sup);
+        } else if (len > 1) {
+            js[len - 1] = 0;
+            printf("%s", js);
+        }
+        /* [dropin] the live workers' drops summed, and a warning when they run different policies */
+        if (len > 1) {
+            kgx_buf_t x = { 0 };
+            kgx_buf_printf(&x, ",\"drops\":%s", have_live ? live.json : "{}");
+            kgx_buf_adds(&x, ",\"warnings\":[");
+            if (have_live && live.warning) kgx_buf_json_str(&x, live.warning);
+            kgx_buf_adds(&x, "]}");
+            printf("%s\n", x.p);
+            kgx_buf_free(&x);
         }
         free(js);
     } else {
         kgx_status_print_text(stdout, &k, pname, pver, have_graph, ents, edges, sup, workers);
+        if (have_live && *live.text) printf("drops                %s   (live workers)\n", live.text);   /* [dropin] */
+        if (have_live && live.warning) printf("%s\n", live.warning);
     }
+    kgx_drops_live_free(&live);
     free(workers);
     kgx_script_free(s);
     return 0;
@@ -126,14 +144,21 @@ static int wait_or_stop(long ms)
     return g_stop_waiting != 0;
 }
 
-/* One attempt: 0 done, 1 failed for good (err printed), -1 the database is unreachable (err set). */
-static int setup_once(const kgx_config_t *cfg, int backfill, char *err, size_t errlen)
+/* One attempt: 0 done, 1 failed for good (err printed), -1 the database is unreachable or refuses us
+ * (err set; *why says which class: db.h). */
+static int setup_once(const kgx_config_t *cfg, int backfill, char *err, size_t errlen, kgx_db_fail_t *why)
 {
-    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, errlen);
+    PGconn *c = kgx_db_open(cfg->dsn, kgx_graph_session_sql, err, errlen, why);  /* [dropin] classified */
     if (!c) return -1;
     int rc = 0;
+    if (kgx_db_check_age(c, err, errlen, why)) {    /* [dropin] AGE missing: a class an operator fixes */
+        PQfinish(c);
+        return -1;
+    }
     if (kgx_graph_setup(c, cfg->graph, 1, err, errlen)) {
         rc = PQstatus(c) == CONNECTION_BAD ? -1 : 1;
+    } else if (kgx_adopt_running(c, cfg->graph, err, errlen)) {   /* [dropin] no writes under --adopt */
+        rc = -1;
     } else if (backfill) {
         long long n = 0;
         if (kgx_queue_seed_backfill(c, cfg->backfill_limit, &n, err, errlen))
@@ -159,13 +184,18 @@ static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
         signal(SIGINT, stop_waiting);
     }
     for (;;) {
-        int rc = setup_once(cfg, backfill, err, sizeof err);
+        kgx_db_fail_t why = KGX_DB_FAIL_NONE;
+        int rc = setup_once(cfg, backfill, err, sizeof err, &why);
         if (rc >= 0) return rc;
         if (cfg->mode != KGX_MODE_DAEMON) {
             fprintf(stderr, "error: database: %s\n", err);
             return 1;
         }
-        log_warn("waiting for the database (retry in %.0f s): %s", delay / 1000.0, err);
+        /* [dropin] a refusal an operator must fix is an error, not waiting; systemd keeps us trying */
+        if (kgx_db_fail_permanent(why))
+            log_err("database: %s (retry in %.0f s)", err, delay / 1000.0);
+        else
+            log_warn("waiting for the database (retry in %.0f s): %s", delay / 1000.0, err);
         if (wait_or_stop(delay)) {
             log_info("stopped while waiting for the database");
             *stopped = 1;
@@ -199,6 +229,12 @@ int main(int argc, char **argv)
         return 0;
     }
     kgx_log_set_level(cfg.log_level);
+    /* [dropin] a DSN libpq cannot parse is a usage error, found before any connection */
+    if (cfg.mode != KGX_MODE_DRY_RUN && cfg.dsn && kgx_db_dsn_check(cfg.dsn, err, sizeof err)) {
+        fprintf(stderr, "error: --dsn: %s\n", err);
+        kgx_config_free(&cfg);
+        return 2;
+    }
 
     char policy[PATH_MAX];
     if (cfg.policy) {
@@ -237,6 +273,17 @@ int main(int argc, char **argv)
     case KGX_MODE_STATUS:
         rc = run_status(&cfg, policy[0] ? policy : NULL);
         break;
+    case KGX_MODE_ADOPT: {                /* [dropin] core/adopt.c */
+        kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
+        if (!s) {
+            fprintf(stderr, "error: policy %s: %s\n", policy, err);
+            rc = 2;
+            break;
+        }
+        rc = kgx_adopt_run(&cfg, s);
+        kgx_script_free(s);
+        break;
+    }
     case KGX_MODE_REAPPLY: {
         kgx_script_t *s = load_policy(&cfg, policy, err, sizeof err);
         if (!s) {

@@ -4,6 +4,7 @@
  * are monotone for the life of the process (Prometheus handles the reset at restart); the two
  * gauges are set by their owners. Histogram buckets are stored per bucket and rendered cumulative. */
 #include "metrics.h"
+#include "drops.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -239,6 +240,9 @@ char *kgx_metrics_render_endpoints(size_t *len, const kgx_metrics_endpoint_t *ep
     put(&b, "kgx_in_flight %lld\n", m->in_flight);
     head(&b, "kgx_queue_depth", "gauge", "Pending queue rows at the last status read.");
     put(&b, "kgx_queue_depth %lld\n", m->queue_depth);
+
+    char *drops = kgx_drops_metrics();          /* [dropin] kgx_triples_dropped_total{reason=…} */
+    if (drops) { put(&b, "%s", drops); free(drops); }
 
     render_histogram(&b, &h_latency);
     render_histogram(&b, &h_prompt);

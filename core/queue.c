@@ -24,7 +24,7 @@ static const char *result_error(const PGresult *res, const char *err)
 
 /* ------------------------------------------------------------------ claim */
 
-/* Oldest pending rows first; the drawer's text comes back with the claim (one round trip). */
+/* Oldest pending rows first; the drawer's text is fetched afterwards, within the memory budget. */
 static const char claim_sql[] =
     "WITH c AS ("
     "  SELECT drawer_id FROM " Q
@@ -35,18 +35,39 @@ static const char claim_sql[] =
     " UPDATE " Q " q SET started_at = now(), worker_id = $1, claim_token = nextval('public.kgx_claim_seq')"
     "  FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id"
     " WHERE q.drawer_id = c.drawer_id"
-    " RETURNING q.drawer_id, coalesce(d.wing, q.wing), coalesce(d.room, q.room), d.document,"
+    /* budget: the claim returns the text's size (octet_length), not the text; it is read within the
+     * memory budget by kgx_queue_fetch_text (see budget.c) */
+    " RETURNING q.drawer_id, coalesce(d.wing, q.wing), coalesce(d.room, q.room), octet_length(d.document),"
     "           d.metadata::text, q.claim_token, q.attempts, (d.id IS NULL)";
 
-typedef struct { kgx_queue_claim_cb cb; void *ud; } claim_ctx_t;
+typedef struct {
+    kgx_queue_claim_cb cb;
+    void *ud;
+    kgx_db_t *db;
+    char *params[3];
+    int tries;
+} claim_ctx_t;
+
+static void claim_free(claim_ctx_t *c)
+{
+    for (int i = 0; i < 3; i++) free(c->params[i]);
+    free(c);
+}
 
 static void claim_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
 {
     claim_ctx_t *c = ud;
     const char *e = result_error(res, err);
+    /* a claim cancelled by statement_timeout (57014) claimed nothing; the index entries of rows that
+     * left the queue, which it walked past, are marked dead on the way, so the next try goes further:
+     * tried again at once, a few times, before the caller hears of it */
+    if (e && sqlstate && !strcmp(sqlstate, "57014") && ++c->tries < 8) {
+        log_debug("claim cancelled by statement_timeout: trying again (%d)", c->tries);
+        if (!kgx_db_query(c->db, claim_sql, 3, (const char *const *)c->params, claim_done, c)) return;
+    }
     if (e) {
         c->cb(NULL, 0, e, c->ud);
-        free(c);
+        claim_free(c);
         return;
     }
     int n = PQntuples(res);
@@ -56,15 +77,16 @@ static void claim_done(const PGresult *res, const char *err, const char *sqlstat
         r->drawer_id = dup_or_null(res, i, 0);
         r->wing = dup_or_null(res, i, 1);
         r->room = dup_or_null(res, i, 2);
-        r->document = dup_or_null(res, i, 3);
-        r->document_len = r->document ? (size_t)PQgetlength(res, i, 3) : 0;
+        /* budget: column 3 is the text's size; the text itself comes later (kgx_queue_fetch_text) */
+        r->text_pending = !PQgetisnull(res, i, 3);
+        r->document_len = r->text_pending ? (size_t)strtoull(PQgetvalue(res, i, 3), NULL, 10) : 0;
         r->metadata = dup_or_null(res, i, 4);
         r->token = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         r->attempts = atoi(PQgetvalue(res, i, 6));
         r->missing = PQgetvalue(res, i, 7)[0] == 't';
     }
     c->cb(rows, n, NULL, c->ud);
-    free(c);
+    claim_free(c);
 }
 
 int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
@@ -74,11 +96,13 @@ int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
     snprintf(lease, sizeof lease, "%.3f", lease_s);
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = { worker, lease, lim };
-    claim_ctx_t *c = malloc(sizeof *c);
+    claim_ctx_t *c = calloc(1, sizeof *c);
     c->cb = cb;
     c->ud = ud;
+    c->db = db;
+    for (int i = 0; i < 3; i++) c->params[i] = strdup(p[i]);
     int rc = kgx_db_query(db, claim_sql, 3, p, claim_done, c);
-    if (rc) free(c);
+    if (rc) claim_free(c);
     return rc;
 }
 
@@ -93,6 +117,124 @@ void kgx_claim_rows_free(kgx_claim_row_t *rows, int n)
         free(rows[i].metadata);
     }
     free(rows);
+}
+
+/* ------------------------------------------------------------------ drawer text, in pieces */
+
+/* One piece of the text: substr counts characters, so each piece also says how many bytes the
+ * whole text has now (a drawer edited since the claim is noticed) and whether the row still exists
+ * (no row: no result row). Pieces keep the transient copies (libpq's buffer, the result) small
+ * whatever the drawer's size; the server-side cost of substr on a compressed TOAST value grows with
+ * the offset, hence few, large pieces (see piece_chars). */
+static const char text_sql[] =
+    "SELECT substr(document, $2::int, $3::int), octet_length(document)"
+    "  FROM public.mempalace_drawers WHERE id = $1";
+
+struct kgx_text_fetch {
+    kgx_db_t *db;
+    char *drawer_id;
+    char *buf;                 /* len + 1 bytes, filled up to got */
+    size_t len, got;
+    long long next_char;       /* 1-based character position of the next piece */
+    long long piece;           /* characters per piece */
+    int pieces;                /* queries answered */
+    kgx_queue_text_cb cb;
+    void *ud;
+};
+
+/* characters per piece: 1 Mi, or 1/32 of the text for huge drawers (bounds the number of queries) */
+static long long piece_chars(size_t len)
+{
+    long long p = (long long)(len / 32);
+    return p < (1LL << 20) ? (1LL << 20) : p;
+}
+
+static void text_fetch_free(kgx_text_fetch_t *f)
+{
+    free(f->drawer_id);
+    free(f->buf);
+    free(f);
+}
+
+static int text_query(kgx_text_fetch_t *f);
+
+static void text_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    kgx_text_fetch_t *f = ud;
+    (void)sqlstate;
+    const char *e = result_error(res, err);
+    int status = 0;
+    if (e) {
+        status = KGX_TEXT_ERROR;
+    } else if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0)) {
+        status = KGX_TEXT_GONE;
+    } else if ((size_t)strtoull(PQgetvalue(res, 0, 1), NULL, 10) != f->len) {
+        status = KGX_TEXT_CHANGED;
+    } else {
+        size_t n = (size_t)PQgetlength(res, 0, 0);
+        if (n > f->len - f->got) {
+            status = KGX_TEXT_CHANGED;
+        } else {
+            memcpy(f->buf + f->got, PQgetvalue(res, 0, 0), n);
+            f->got += n;
+            f->pieces++;
+            f->next_char += f->piece;
+            if (n > 0 && f->got < f->len) {
+                if (text_query(f) == 0) return;   /* the next piece */
+                status = KGX_TEXT_ERROR;
+                e = "database handle closing";
+            } else if (f->got != f->len) {
+                status = KGX_TEXT_CHANGED;        /* shorter than its octet_length said */
+            }
+        }
+    }
+    kgx_queue_text_cb cb = f->cb;
+    void *cud = f->ud;
+    int pieces = f->pieces;
+    char *text = NULL;
+    size_t len = 0;
+    if (status == 0) {
+        f->buf[f->len] = '\0';
+        text = f->buf;
+        len = f->len;
+        f->buf = NULL;
+    }
+    text_fetch_free(f);
+    cb(status, text, len, pieces, status == KGX_TEXT_ERROR ? (e ? e : "database error") : NULL, cud);
+}
+
+static int text_query(kgx_text_fetch_t *f)
+{
+    char from[32], count[32];
+    snprintf(from, sizeof from, "%lld", f->next_char);
+    snprintf(count, sizeof count, "%lld", f->piece);
+    const char *p[] = { f->drawer_id, from, count };
+    return kgx_db_query(f->db, text_sql, 3, p, text_done, f);
+}
+
+kgx_text_fetch_t *kgx_queue_fetch_text(kgx_db_t *db, const char *drawer_id, size_t len,
+                                       kgx_queue_text_cb cb, void *ud)
+{
+    kgx_text_fetch_t *f = calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->db = db;
+    f->drawer_id = strdup(drawer_id);
+    f->buf = malloc(len + 1);
+    f->len = len;
+    f->next_char = 1;
+    f->piece = piece_chars(len);
+    f->cb = cb;
+    f->ud = ud;
+    if (!f->drawer_id || !f->buf || text_query(f) != 0) {
+        text_fetch_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+void kgx_queue_fetch_abandon(kgx_text_fetch_t *f)
+{
+    if (f) text_fetch_free(f);
 }
 
 /* ------------------------------------------------------------------ failures */
@@ -193,23 +335,21 @@ int kgx_queue_heartbeat(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, 
 
 /* ------------------------------------------------------------------ counters */
 
+/* Cheap at any queue size: the row classes and the completions of the last 24 h / 5 min come from
+ * the maintained counters (kgx_queue_counts(): 10-second buckets, so the windows are exact to ±10 s);
+ * the rest from small, indexed sets — claimed rows (kgx_queue_started_idx), rows that failed
+ * (kgx_queue_retry_idx), rows with a status (kgx_queue_status_idx). */
 static const char counts_sql[] =
-    "SELECT"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
-    "                  AND (started_at IS NULL OR started_at < now() - make_interval(secs => $1::float8))),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
-    "                  AND started_at >= now() - make_interval(secs => $1::float8)),"
-    " count(*) FILTER (WHERE completed_at >= now() - interval '24 hours'),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NOT NULL),"
-    " coalesce(sum(triples_extracted) FILTER (WHERE completed_at >= now() - interval '5 minutes'), 0),"
-    " count(*) FILTER (WHERE completed_at >= now() - interval '5 minutes') / 5.0,"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL"
-    "                  AND started_at < now() - make_interval(secs => $1::float8)),"
-    " count(*) FILTER (WHERE completed_at IS NOT NULL),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
-    " count(*) FILTER (WHERE completed_at IS NULL AND error IS NULL AND retry_at > now()),"
-    " count(*)"
-    " FROM " Q;
+    "WITH c AS (SELECT count(*) FILTER (WHERE started_at >= now() - make_interval(secs => $1::float8)) AS live,"
+    "              count(*) FILTER (WHERE started_at < now() - make_interval(secs => $1::float8)) AS stale"
+    "         FROM " Q " WHERE completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL),"
+    " t AS (SELECT * FROM public.kgx_queue_counts()),"
+    " r AS (SELECT count(*) AS retrying, count(*) FILTER (WHERE retry_at > now()) AS waiting FROM " Q
+    "        WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
+    " s AS (SELECT count(*) FILTER (WHERE status = 'deleted') AS deleted FROM " Q " WHERE status IS NOT NULL)"
+    " SELECT t.unfinished - c.live, c.live, t.done_24h, t.parked, t.triples_5m, t.done_5m / 5.0, c.stale,"
+    "        t.completed, r.retrying, r.waiting, t.total, s.deleted"
+    "   FROM c, t, r, s";
 
 static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
 {
@@ -225,6 +365,7 @@ static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
     o->retrying = strtoll(PQgetvalue(r, 0, 8), NULL, 10);
     o->waiting_retry = strtoll(PQgetvalue(r, 0, 9), NULL, 10);
     o->total = strtoll(PQgetvalue(r, 0, 10), NULL, 10);
+    o->deleted = strtoll(PQgetvalue(r, 0, 11), NULL, 10);
 }
 
 typedef struct { kgx_queue_counts_cb cb; void *ud; } counts_ctx_t;
@@ -272,25 +413,53 @@ int kgx_queue_counts_blocking(PGconn *c, double lease_s, kgx_queue_counts_t *out
 int kgx_queue_seed_backfill(PGconn *c, long limit, long long *inserted, char *err, size_t errlen)
 {
     /* Drawers never queued are added; rows already there (pending, parked or done) are left alone:
-     * parked rows keep their error until an operator re-queues them. */
+     * parked rows keep their error until an operator re-queues them. In slices of drawer ids, one
+     * statement each (a short statement_timeout is enough; a slice cancelled by it is halved and
+     * tried again): each slice gets its own queued_at, in id order, so claims walk the claim index
+     * from its head. */
     static const char sql[] =
-        "INSERT INTO " Q " (drawer_id, wing, room)"
-        " SELECT d.id, d.wing, d.room FROM public.mempalace_drawers d"
-        "  WHERE NOT EXISTS (SELECT 1 FROM " Q " q WHERE q.drawer_id = d.id)"
-        "  ORDER BY d.id LIMIT CASE WHEN $1::bigint > 0 THEN $1::bigint END"
-        " ON CONFLICT (drawer_id) DO NOTHING";
-    char lim[32];
-    snprintf(lim, sizeof lim, "%ld", limit);
-    const char *p[] = { lim };
-    PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        kgx_db_result_error(err, errlen, "backfill seeding failed: ", r);
-        rc = -1;
-    } else if (inserted) {
-        *inserted = strtoll(PQcmdTuples(r), NULL, 10);
+        "WITH s AS (SELECT d.id, d.wing, d.room FROM public.mempalace_drawers d"
+        "            WHERE d.id > $1 ORDER BY d.id LIMIT $2::int),"
+        " i AS (INSERT INTO " Q " (drawer_id, wing, room)"
+        "       SELECT s.id, s.wing, s.room FROM s"
+        "        WHERE NOT EXISTS (SELECT 1 FROM " Q " q WHERE q.drawer_id = s.id)"
+        "        ORDER BY s.id LIMIT $3::bigint"
+        "       ON CONFLICT (drawer_id) DO NOTHING RETURNING 1)"
+        " SELECT (SELECT max(id) FROM s), (SELECT count(*) FROM i)";
+    char *last = strdup("");
+    long long total = 0;
+    int slice = 2000, rc = 0;
+    for (;;) {
+        char sl[16], rem[32];
+        snprintf(sl, sizeof sl, "%d", slice);
+        snprintf(rem, sizeof rem, "%lld", limit > 0 ? (long long)limit - total : 1000000000LL);
+        const char *p[] = { last, sl, rem };
+        PGresult *r = PQexecParams(c, sql, 3, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+            if (st && !strcmp(st, "57014") && slice > 10) {
+                slice /= 2;
+                PQclear(r);
+                continue;
+            }
+            kgx_db_result_error(err, errlen, "backfill seeding failed: ", r);
+            PQclear(r);
+            rc = -1;
+            break;
+        }
+        if (PQgetisnull(r, 0, 0)) {
+            PQclear(r);
+            break;
+        }
+        free(last);
+        last = strdup(PQgetvalue(r, 0, 0));
+        total += strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+        PQclear(r);
+        if (limit > 0 && total >= limit) break;
+        if (slice < 2000) slice *= 2;
     }
-    PQclear(r);
+    free(last);
+    if (inserted) *inserted = total;
     return rc;
 }
 

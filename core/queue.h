@@ -5,7 +5,8 @@
  *   pending   completed_at NULL, error NULL, started_at NULL or older than the lease, retry_at due
  *   claimed   completed_at NULL, error NULL, started_at within the lease, worker_id = claimant
  *   parked    completed_at NULL, error NOT NULL (after --max-attempts; error = last failure)
- *   completed completed_at NOT NULL (written by graph.c in the same transaction as the facts)
+ *   completed completed_at NOT NULL (written by graph.c in the same transaction as the facts);
+ *             status 'deleted' when the drawer was gone (its facts retracted, 0 written)
  * Every claim gets a fresh claim_token; writes and failures of a claim that is no longer current
  * (lease lost, drawer re-queued) are refused by the database. */
 #ifndef KGX_QUEUE_H
@@ -15,8 +16,11 @@
 #include "db.h"
 
 typedef struct {
-    char *drawer_id, *wing, *room, *document, *metadata;  /* document NULL when missing */
-    size_t document_len;
+    char *drawer_id, *wing, *room, *document, *metadata;  /* document NULL when missing or not read yet */
+    size_t document_len;   /* with text_pending: the text's size in bytes (octet_length) */
+    int text_pending;      /* budget: text not in memory (claimed without it, or released); budget.h */
+    size_t budget_held;    /* budget: bytes this row holds of the memory budget (budget.c) */
+    int text_failures;     /* budget: failed reads of the text in a row */
     long long token;
     int attempts;          /* charged failures so far */
     int missing;           /* no mempalace_drawers row */
@@ -29,7 +33,8 @@ typedef void (*kgx_queue_done_cb)(long long affected, const char *err, void *ud)
 
 typedef struct {
     long long queue_depth, in_progress, completed_today, errors_total, triples_extracted_5m,
-              stale_reclaimable, completed_total, retrying, waiting_retry, total;
+              stale_reclaimable, completed_total, retrying, waiting_retry, total,
+              deleted;   /* completed with status 'deleted': the drawer was gone, its facts retracted */
     double drawers_per_min_5m;
 } kgx_queue_counts_t;
 typedef void (*kgx_queue_counts_cb)(const kgx_queue_counts_t *c, const char *err, void *ud);
@@ -37,6 +42,18 @@ typedef void (*kgx_queue_counts_cb)(const kgx_queue_counts_t *c, const char *err
 int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
                     kgx_queue_claim_cb cb, void *ud);
 void kgx_claim_rows_free(kgx_claim_row_t *rows, int n);
+/* Drawer text read in pieces after the claim (budget.c decides when). cb gets status 0 and the
+ * malloc'd text (NUL-terminated, len bytes, read in `pieces` queries; the callee owns it), or KGX_TEXT_GONE (no drawer row),
+ * KGX_TEXT_CHANGED (its size is no longer the claimed one), KGX_TEXT_ERROR (err says why). Returns
+ * NULL when nothing was queued (cb never called). The handle lives until cb has run; after
+ * kgx_db_free (which drops pending callbacks) kgx_queue_fetch_abandon frees one that never will. */
+enum { KGX_TEXT_GONE = 1, KGX_TEXT_CHANGED = 2, KGX_TEXT_ERROR = 3 };
+typedef struct kgx_text_fetch kgx_text_fetch_t;
+typedef void (*kgx_queue_text_cb)(int status, char *text, size_t len, int pieces, const char *err, void *ud);
+kgx_text_fetch_t *kgx_queue_fetch_text(kgx_db_t *db, const char *drawer_id, size_t len,
+                                       kgx_queue_text_cb cb, void *ud);
+void kgx_queue_fetch_abandon(kgx_text_fetch_t *f);
+
 /* A charged failure: attempts+1, last_error = msg; at max_attempts the row is parked (error = msg,
  * claim released). Otherwise the claim is kept and its lease renewed (the caller retries). */
 int kgx_queue_fail(kgx_db_t *db, const char *drawer_id, long long token, const char *msg,

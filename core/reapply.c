@@ -3,6 +3,7 @@
  * flight at once (each its own transaction), so the database's cores do the work in parallel.
  * The SQL is graph.c's. */
 #include "reapply.h"
+#include "adopt.h"
 #include "buf.h"
 #include "db.h"
 #include "graph.h"
@@ -117,8 +118,8 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
         fprintf(stderr, "error: database: %s\n", err);
         return 1;
     }
-    if (kgx_graph_setup(c, cfg->graph, 0, err, sizeof err)) {
-        fprintf(stderr, "error: %s\n", err);
+    if (kgx_graph_setup(c, cfg->graph, 0, err, sizeof err) || kgx_adopt_running(c, cfg->graph, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);       /* [dropin] nor beside a running --adopt */
         PQfinish(c);
         return 1;
     }

@@ -826,10 +826,41 @@ kgx_script_t *kgx_script_new(const kgx_script_opts_t *opts, char *err, size_t er
     return s;
 }
 
+/* [dropin] 1 when the policy's global `defaults` (a list of hook names) names hook h: the policy says
+ * it leaves that hook to the host's default on purpose. */
+static int declares_default(lua_State *L, const kgx_policy_t *p, int h)
+{
+    int top = lua_gettop(L), found = 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->env);              /* stack: env */
+    rawfield(L, top + 1, "defaults");                       /* stack: env defaults */
+    if (lua_istable(L, top + 2)) {
+        for (int i = 1; !found; i++) {
+            lua_rawgeti(L, top + 2, i);
+            if (lua_isnil(L, -1)) break;
+            found = lua_type(L, -1) == LUA_TSTRING && !strcmp(lua_tostring(L, -1), hook_names[h]);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+    return found;
+}
+
 int kgx_script_reload(kgx_script_t *s, char *err, size_t errlen)
 {
     kgx_policy_t fresh;
     if (policy_load(s, &fresh, err, errlen) != 0) return -1;
+    /* [dropin] a file saved without a hook the running policy defines (its vocabulary, threshold and
+     * stopwords live in accept) would silently fall back to keeping everything: refused, unless the new
+     * policy declares it, e.g. defaults = { "accept" } */
+    for (int h = 0; h < HOOK_N; h++) {
+        if (s->pol.hook[h] != LUA_NOREF && fresh.hook[h] == LUA_NOREF && !declares_default(s->L, &fresh, h)) {
+            set_err(err, errlen, "%s: hook '%s' is gone (the running policy defines it, and without it the "
+                    "default applies); put it back, or declare defaults = { \"%s\" } to mean it",
+                    s->path, hook_names[h], hook_names[h]);
+            policy_clear(s->L, &fresh);
+            return -1;
+        }
+    }
     policy_clear(s->L, &s->pol);
     s->pol = fresh;
     s->log_name = s->pol.name;
@@ -1361,4 +1392,48 @@ fail:
     name_hook(s, strncmp(err, "accept", 6) ? HOOK_PARSE : HOOK_ACCEPT, err, errlen);
     kgx_result_clear(out);
     return -1;
+}
+
+/* [dropin] --adopt (core/adopt.c): the policy's accept hook on one triple the host builds itself,
+ * so an old edge's predicate is mapped exactly as a new answer's would be. */
+int kgx_script_accept_one(kgx_script_t *s, int job, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out,
+                          char *why, size_t whylen, char *err, size_t errlen)
+{
+    lua_State *L = s->L;
+    int top = lua_gettop(L);
+    memset(out, 0, sizeof *out);
+    why[0] = '\0';
+    if (push_job(s, job) != 0) { set_err(err, errlen, "accept: unknown job %d", job); return -1; }
+    rawfield(L, top + 1, "drawer");                          /* stack: job drawer */
+    int drawer = top + 2;
+    lua_createtable(L, 0, 4);                                /* stack: job drawer raw */
+    int raw = drawer + 1;
+    lua_pushstring(L, subject); lua_setfield(L, raw, "subject");
+    lua_pushstring(L, predicate); lua_setfield(L, raw, "predicate");
+    lua_pushstring(L, object); lua_setfield(L, raw, "object");
+    lua_pushnumber(L, confidence); lua_setfield(L, raw, "confidence");
+    int acc = raw;
+    if (s->pol.hook[HOOK_ACCEPT] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->pol.hook[HOOK_ACCEPT]);
+        lua_pushvalue(L, raw);
+        lua_pushvalue(L, drawer);
+        if (call_hook(s, HOOK_ACCEPT, 2, 2, err, errlen) != 0) {
+            lua_settop(L, top);
+            name_hook(s, HOOK_ACCEPT, err, errlen);
+            return -1;
+        }
+        acc = raw + 1;                                       /* stack: job drawer raw triple|nil reason */
+        if (!lua_istable(L, acc)) {
+            if (lua_isnil(L, acc) && lua_isstring(L, acc + 1)) snprintf(why, whylen, "%s", lua_tostring(L, acc + 1));
+            else if (lua_isnil(L, acc)) snprintf(why, whylen, "rejected by accept");
+            else snprintf(why, whylen, "accept returned %s", luaL_typename(L, acc));
+            lua_settop(L, top);
+            return 1;
+        }
+    }
+    int rc = take_triple(L, acc, out, why, whylen) ? 1 : 0;
+    if (rc) { triple_free(out); memset(out, 0, sizeof *out); }
+    lua_settop(L, top);
+    return rc;
 }

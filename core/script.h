@@ -118,6 +118,12 @@ void kgx_request_clear(kgx_request_t *r);
 int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size_t len,
                       kgx_result_t *out, char *err, size_t errlen);
 void kgx_result_clear(kgx_result_t *r);
+/* [dropin] Runs accept on one host-built raw triple {subject, predicate, object, confidence} (no parse):
+ * 0 with *out filled (free with kgx_result-style frees of its fields), 1 rejected (reason in why),
+ * -1 the hook failed (err). Used by --adopt to map old predicates through the policy. */
+int kgx_script_accept_one(kgx_script_t *s, int job, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out,
+                          char *why, size_t whylen, char *err, size_t errlen);
 /* Releases the job's registry state. Unknown/0 refs are a no-op. */
 void kgx_script_job_free(kgx_script_t *s, int job);
 

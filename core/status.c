@@ -1,5 +1,6 @@
 /* status — see status.h. */
 #include "status.h"
+#include "drops.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -22,6 +23,8 @@ void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
                    p->stopping ? "true" : "false", p->uptime_s);
     kgx_buf_printf(b, ",\"jobs\":{\"active\":%d,\"recording_failure\":%d,\"writing\":%d,\"write_retry\":%d}",
                    p->jobs_active, p->jobs_recording_failure, p->jobs_writing, p->jobs_write_retry);
+    kgx_buf_adds(b, ",");                       /* [dropin] drops by reason class, capped answers */
+    kgx_drops_json(b);
     kgx_buf_adds(b, ",\"endpoints\":[");
     for (int i = 0; p->eps && i < p->eps->n; i++) {
         const kgx_endpoint_t *ep = &p->eps->ep[i];
@@ -43,10 +46,10 @@ char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_process_view_t *p, 
     kgx_buf_printf(&b, "{\"queue_depth\":%lld,\"in_progress\":%lld,\"completed_today\":%lld,"
                        "\"errors_total\":%lld,\"triples_extracted_5m\":%lld,\"drawers_per_min_5m\":%.1f,"
                        "\"stale_reclaimable\":%lld,\"completed_total\":%lld,\"parked\":%lld,"
-                       "\"retrying\":%lld,\"waiting_retry\":%lld,\"total\":%lld",
+                       "\"retrying\":%lld,\"waiting_retry\":%lld,\"total\":%lld,\"deleted\":%lld",
                    c->queue_depth, c->in_progress, c->completed_today, c->errors_total,
                    c->triples_extracted_5m, c->drawers_per_min_5m, c->stale_reclaimable,
-                   c->completed_total, c->errors_total, c->retrying, c->waiting_retry, c->total);
+                   c->completed_total, c->errors_total, c->retrying, c->waiting_retry, c->total, c->deleted);
     kgx_buf_adds(&b, ",\"policy\":{\"name\":");
     kgx_buf_json_str(&b, policy_name);
     kgx_buf_adds(&b, ",\"version\":");
@@ -75,6 +78,7 @@ void kgx_status_print_text(FILE *out, const kgx_queue_counts_t *c, const char *p
     fprintf(out, "stale_reclaimable    %lld\n", c->stale_reclaimable);
     fprintf(out, "completed_total      %lld\n", c->completed_total);
     fprintf(out, "retrying             %lld   (waiting for backoff: %lld)\n", c->retrying, c->waiting_retry);
+    fprintf(out, "deleted              %lld   (drawer gone from mempalace_drawers: facts retracted)\n", c->deleted);
     fprintf(out, "policy               %s %s\n", policy_name ? policy_name : "(not loaded)",
             policy_version ? policy_version : "");
     if (have_graph)

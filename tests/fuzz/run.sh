@@ -2,6 +2,7 @@
 # tests/fuzz/run.sh — build the libFuzzer targets with clang (ASan + UBSan) and run each for
 # FUZZ_SECONDS (default 20). Exits non-zero when a target crashes, leaks or trips a sanitizer;
 # the reproducer is left in build/fuzz/ (libFuzzer prints its name).
+# Run after `make` (fuzz_config links graph.c, which includes the generated build/gen/schema_sql.h).
 #   FUZZ_SECONDS=60 tests/fuzz/run.sh          # longer
 #   tests/fuzz/run.sh fuzz_listen              # one target
 set -eu
@@ -13,15 +14,15 @@ OUT=build/fuzz
 mkdir -p "$OUT"
 
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
-        -fno-sanitize-recover=undefined -Icore $(pkg-config --cflags libuv libcurl)"
-LIBS="$(pkg-config --libs libuv libcurl) -lhttp_parser -lm"
+        -fno-sanitize-recover=undefined -Icore -Ibuild/gen $(pkg-config --cflags libuv libcurl libpq)"
+LIBS="$(pkg-config --libs libuv libcurl libpq) -lhttp_parser -lm"
 
 # target -> the sources it needs (only these: other core files may be mid-edit)
 sources() {
     case "$1" in
         fuzz_httpd|fuzz_listen) echo "tests/fuzz/$1.c core/httpd.c core/log.c" ;;
         fuzz_jsonl) echo "tests/fuzz/$1.c core/jsonl.c core/buf.c" ;;
-        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/endpoint.c core/buf.c core/log.c core/http.c" ;;
+        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/names.c core/endpoint.c core/buf.c core/log.c core/http.c core/graph.c core/db.c" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
 }

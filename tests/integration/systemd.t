@@ -34,7 +34,7 @@ my %want = (
     'KillSignal'               => 'SIGTERM',
     'Restart'                  => 'on-failure',
     'RestartSec'               => '10',
-    'MemoryMax'                => '256M',
+    'MemoryMax'                => '384M',     # = --memory-budget 64M + Lua ceiling 256M + 64M
     'CPUQuota'                 => '200%',
     'SyslogIdentifier'         => 'kgx',
     'NoNewPrivileges'          => 'yes',

@@ -5,6 +5,7 @@
 #include "config.h"
 #include "endpoint.h"
 #include "jsonl.h"
+#include "names.h"
 #include "tap.h"
 
 #include <stdarg.h>
@@ -60,7 +61,26 @@ int main(void)
     is_int(c.max_triples, 10, "max triples 10");
     ok(c.progress_interval == 60, "progress 60");
     is_int(c.mode, KGX_MODE_DAEMON, "daemon by default");
+    ok(c.memory_budget == (size_t)64 << 20, "memory budget 64 MiB by default");
     kgx_config_free(&c);
+
+    /* --memory-budget: bytes with binary suffixes, bounded */
+    {
+        struct { const char *v; size_t want; } good[] = {
+            { "64M", (size_t)64 << 20 }, { "1G", (size_t)1 << 30 }, { "100MiB", (size_t)100 << 20 },
+            { "32768K", (size_t)32 << 20 }, { "25165824", (size_t)24 << 20 }, { "2gb", (size_t)2 << 30 } };
+        for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+            is_int(parse(&c, err, "--dsn", "d", "--memory-budget", good[i].v, NULL), 0, "--memory-budget %s", good[i].v);
+            ok(c.memory_budget == good[i].want, "--memory-budget %s = %zu bytes", good[i].v, good[i].want);
+            kgx_config_free(&c);
+        }
+        const char *bad[] = { "", "M", "-64M", "23M", "64X", "64MM", "2000G", "0x40M", " 64M", "64 M" };
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            is_int(parse(&c, err, "--dsn", "d", "--memory-budget", bad[i], NULL), 2, "--memory-budget '%s' refused", bad[i]);
+            ok(strstr(err, "--memory-budget") != NULL, "error names the flag: %s", err);
+            kgx_config_free(&c);
+        }
+    }
 
     /* env, and flags winning over env */
     setenv("MEMPALACE_POSTGRES_DSN", "postgresql://env/db", 1);
@@ -100,6 +120,50 @@ int main(void)
         int rc = parse(&c, err, "--dsn", "d", bad[i][0], bad[i][1], NULL);
         ok(rc == 2 && strstr(err, bad[i][0]) && !strchr(err, '\n'), "%s %s → rc 2: %s", bad[i][0], bad[i][1], err);
         kgx_config_free(&c);
+    }
+    /* graph names: every identifier kgx derives must fit 63 bytes; reserved words and schemas that are
+     * not a graph's own are refused; one line naming the flag, rc 2 */
+    {
+        char longest[128], name[128];
+        size_t extra = kgx_names_longest(0, longest, sizeof longest);
+        ok(strstr(longest, "<graph>") && strncmp(longest, "kgx_", 4) == 0, "longest derived name: %s (+%zu)", longest, extra);
+        ok(extra >= strlen("kgx__support_edge"), "at least kgx_<graph>_support_edge (%zu extra bytes)", extra);
+        size_t max = 63 - extra;
+        memset(name, 'g', sizeof name);
+        name[max] = 0;
+        is_int(parse(&c, err, "--dsn", "d", "--graph", name, NULL), 0, "%zu-character name: accepted", max);
+        is_str(c.graph, name, "and kept");
+        kgx_config_free(&c);
+        name[max] = 'g';
+        name[max + 1] = 0;
+        int rc = parse(&c, err, "--dsn", "d", "--graph", name, NULL);
+        ok(rc == 2 && strstr(err, "--graph") && strstr(err, "too long") && strstr(err, "63") && !strchr(err, '\n'),
+           "%zu characters: rc 2, one line: %s", max + 1, err);
+        kgx_config_free(&c);
+        /* the case: 58..63 characters used to pass, then _support/_answers collided */
+        for (size_t n = 58; n <= 63; n++) {
+            name[n] = 0;
+            memset(name, 'a', n);
+            rc = parse(&c, err, "--dsn", "d", "--graph", name, NULL);
+            ok(rc == 2 && strstr(err, "too long"), "%zu characters: refused", n);
+            kgx_config_free(&c);
+        }
+        const char *refused[] = { "select", "user", "table", "from", "public", "ag_catalog", "information_schema",
+                                  "pg_catalog", "pg_toast", "pg_mine", "ab", "Graph", "9lives", "my-graph", "" };
+        for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+            rc = parse(&c, err, "--dsn", "d", "--graph", refused[i], NULL);
+            ok(rc == 2 && strstr(err, "--graph") && !strchr(err, '\n'), "--graph '%s': rc 2: %s", refused[i], err);
+            kgx_config_free(&c);
+        }
+        ok(strstr((parse(&c, err, "--dsn", "d", "--graph", "user", NULL), err), "reserved"), "says why: %s", err);
+        kgx_config_free(&c);
+        ok(strstr((parse(&c, err, "--dsn", "d", "--graph", "public", NULL), err), "not a graph"), "says why: %s", err);
+        kgx_config_free(&c);
+        const char *fine[] = { "mempalace_kg", "users", "selected", "_g1", "kg_2024", "between", "graph" };
+        for (size_t i = 0; i < sizeof fine / sizeof *fine; i++) {
+            is_int(parse(&c, err, "--dsn", "d", "--graph", fine[i], NULL), 0, "--graph '%s': accepted", fine[i]);
+            kgx_config_free(&c);
+        }
     }
     is_int(parse(&c, err, "--dsn", "d", "--bogus", NULL), 2, "unknown option");
     ok(strstr(err, "--bogus") != NULL, "names it: %s", err);

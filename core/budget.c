@@ -1,0 +1,199 @@
+/* budget — see budget.h. The accounting is pure; the admission of claimed drawers runs on the loop
+ * beside the pump (engine.c) and reads each admitted drawer's text with kgx_queue_fetch_text. */
+#include "budget.h"
+#include "engine_int.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define TEXT_FAILURES_CHARGED 5
+
+void kgx_budget_init(kgx_budget_t *b, size_t limit)
+{
+    /* Drawer texts, chunks and answers are large buffers that come and go. glibc's sliding mmap
+     * threshold moves up after the first large free and then serves them from the heap, where they
+     * stay resident; a fixed threshold maps each one and gives it back to the system when freed. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    *b = (kgx_budget_t){ 0 };
+    b->limit = limit;
+    /* never below one drawer's fixed share: a tiny budget still makes progress, one drawer at a time */
+    b->avail = limit > KGX_BUDGET_BASE + KGX_BUDGET_PER_DRAWER ? limit - KGX_BUDGET_BASE : KGX_BUDGET_PER_DRAWER;
+}
+
+size_t kgx_budget_cost(size_t text_len)
+{
+    if (text_len > ((size_t)-1 - KGX_BUDGET_PER_DRAWER) / KGX_BUDGET_COPIES)
+        return (size_t)-1;
+    return text_len * KGX_BUDGET_COPIES + KGX_BUDGET_PER_DRAWER;
+}
+
+int kgx_budget_fits(const kgx_budget_t *b, size_t cost)
+{
+    return b->holders == 0 || (b->used <= b->avail && cost <= b->avail - b->used);
+}
+
+void kgx_budget_take(kgx_budget_t *b, size_t cost)
+{
+    b->used = cost > (size_t)-1 - b->used ? (size_t)-1 : b->used + cost;
+    b->holders++;
+    if (b->used > b->peak) b->peak = b->used;
+}
+
+void kgx_budget_give(kgx_budget_t *b, size_t cost)
+{
+    b->used = cost > b->used ? 0 : b->used - cost;
+    if (b->holders > 0) b->holders--;
+}
+
+/* ------------------------------------------------------------------ admission */
+
+/* One text read in flight. job NULL: the job ended meanwhile; the text is dropped on arrival. */
+struct budget_read {
+    struct budget_read *prev, *next;
+    kgx_engine_t *e;
+    job_t *job;
+    kgx_text_fetch_t *fetch;
+};
+
+static void read_unlink(kgx_budget_t *b, struct budget_read *r)
+{
+    if (r->prev) r->prev->next = r->next;
+    else b->reads = r->next;
+    if (r->next) r->next->prev = r->prev;
+    b->reading--;
+}
+
+static void text_cb(int status, char *text, size_t len, int pieces, const char *err, void *ud)
+{
+    struct budget_read *r = ud;
+    kgx_engine_t *e = r->e;
+    job_t *j = r->job;
+    read_unlink(&e->budget, r);
+    free(r);
+    if (!j) {                   /* the job ended (stop, lost claim) while its text was on the way */
+        free(text);
+        return;
+    }
+    j->row.text_pending = 0;
+    switch (status) {
+    case 0:
+        log_debug("budget read drawer=%s bytes=%zu pieces=%d", j->row.drawer_id, len, pieces);
+        j->row.text_failures = 0;
+        j->row.document = text;
+        j->row.document_len = len;
+        break;
+    case KGX_TEXT_GONE:
+        log_warn("drawer=%s not found in mempalace_drawers: parked", j->row.drawer_id);
+        kgx_queue_park(e->db, j->row.drawer_id, j->row.token, "drawer not found in mempalace_drawers", NULL, NULL);
+        kgx_metrics.drawers[KGX_M_DRAWER_PARKED]++;
+        job_free(j);
+        break;
+    case KGX_TEXT_CHANGED:
+        /* edited since the claim: give it back; the next claim sees (and charges) its new size */
+        log_info("drawer=%s changed while its text was read: given back", j->row.drawer_id);
+        kgx_queue_unclaim(e->db, j->row.drawer_id, j->row.token, NULL, NULL);
+        job_free(j);
+        break;
+    default:
+        /* keep the claim, give the room back, read again shortly; a read that keeps failing
+         * (not only a database restart) is charged to the drawer like any failed attempt */
+        kgx_budget_give(&e->budget, j->row.budget_held);
+        j->row.budget_held = 0;
+        j->row.text_pending = 1;
+        if (++j->row.text_failures >= TEXT_FAILURES_CHARGED) {
+            char msg[600];
+            snprintf(msg, sizeof msg, "reading the drawer's text failed %d times: %s", j->row.text_failures,
+                     err ? err : "database error");
+            j->row.text_failures = 0;
+            job_charge(j, KGX_M_ERR_DB, msg);
+        } else {
+            log_warn("drawer=%s reading its text failed: %s", j->row.drawer_id, err ? err : "?");
+            j->not_before = kgx_engine_now(e) + 1000;
+        }
+        break;
+    }
+    kgx_engine_pump(e);
+}
+
+void kgx_budget_admit(kgx_engine_t *e)
+{
+    kgx_budget_t *b = &e->budget;
+    if (!e->db || e->stopping) return;
+    uint64_t now = kgx_engine_now(e);
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
+        if (j->state != JOB_ACTIVE || j->row.text_pending != 1 || j->not_before > now) continue;
+        /* a re-read for a new split keeps the charge it holds; a first read must fit */
+        size_t cost = j->row.budget_held ? 0 : kgx_budget_cost(j->row.document_len);
+        if (cost && !kgx_budget_fits(b, cost)) break;   /* claim order: later drawers wait behind it */
+        struct budget_read *r = calloc(1, sizeof *r);
+        if (!r) break;
+        r->e = e;
+        r->job = j;
+        r->fetch = kgx_queue_fetch_text(e->db, j->row.drawer_id, j->row.document_len, text_cb, r);
+        if (!r->fetch) {        /* out of memory or the pool closing: try again on a later pump */
+            free(r);
+            break;
+        }
+        if (b->holders == 0 && cost > b->avail && ++b->alone)
+            log_info("drawer=%s text_bytes=%zu is larger than the memory budget (%zu MiB): processed alone",
+                     j->row.drawer_id, j->row.document_len, b->limit >> 20);
+        log_debug("budget admit drawer=%s text_bytes=%zu charge=%zu used=%zu holders=%d", j->row.drawer_id,
+                  j->row.document_len, cost, b->used, b->holders);
+        if (cost) {
+            kgx_budget_take(b, cost);
+            j->row.budget_held = cost;
+        }
+        j->row.text_pending = 2;
+        r->next = b->reads;
+        if (b->reads) b->reads->prev = r;
+        b->reads = r;
+        b->reading++;
+    }
+}
+
+int kgx_budget_waiting(kgx_engine_t *e)
+{
+    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
+        if (j->row.text_pending == 1 || j->row.text_pending == 2) return 1;
+    return 0;
+}
+
+int kgx_budget_need_text(kgx_engine_t *e, job_t *j)
+{
+    (void)e;
+    if (j->row.text_pending == 3) j->row.text_pending = 1;   /* split again: read the text again */
+    return j->row.text_pending != 0;
+}
+
+void kgx_budget_split_done(kgx_engine_t *e, job_t *j)
+{
+    if (!e->db || !j->row.document) return;   /* --dry-run: the only copy there is */
+    free(j->row.document);
+    j->row.document = NULL;
+    j->row.text_pending = 3;
+}
+
+void kgx_budget_release(kgx_engine_t *e, job_t *j)
+{
+    if (j->row.text_pending == 2)
+        for (struct budget_read *r = e->budget.reads; r; r = r->next)
+            if (r->job == j) r->job = NULL;
+    if (j->row.budget_held) {
+        kgx_budget_give(&e->budget, j->row.budget_held);
+        j->row.budget_held = 0;
+    }
+}
+
+void kgx_budget_abandon(kgx_engine_t *e)
+{
+    kgx_budget_t *b = &e->budget;
+    while (b->reads) {
+        struct budget_read *r = b->reads;
+        read_unlink(b, r);
+        kgx_queue_fetch_abandon(r->fetch);
+        free(r);
+    }
+}
