@@ -88,7 +88,7 @@ $(B)/obj/core/graph.o $(BA)/obj/core/graph.o: build/gen/schema_sql.h
 build/gen/adopt_sql.h: core/adopt.sql.in
 	@mkdir -p $(dir $@)
 	$(Q)sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@.tmp && mv $@.tmp $@
-$(B)/obj/core/adopt.o $(BA)/obj/core/adopt.o: build/gen/adopt_sql.h
+$(B)/obj/core/adopt.o $(BA)/obj/core/adopt.o: build/gen/schema_sql.h build/gen/adopt_sql.h
 $(B)/obj/core/names.o $(BA)/obj/core/names.o: build/gen/schema_sql.h build/gen/adopt_sql.h
 
 # one rule set per build directory

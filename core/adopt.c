@@ -440,6 +440,8 @@ int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy)
         int have = PQgetvalue(pr, 0, 0)[0] == 't';
         PQclear(pr);
         schema = subst(schema_sql, cfg->graph);
+        char *conc = schema ? strstr(schema, kgx_graph_concurrent_marker) : NULL;
+        if (conc) *conc = 0;      /* indexes built CONCURRENTLY: not inside a rolled-back dry run */
         if (exec(&a, "BEGIN", "begin", err, sizeof err)
             || exec(&a, "SET LOCAL client_min_messages = warning", "schema", err, sizeof err)
             || (!have && exec(&a, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, sizeof err))

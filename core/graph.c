@@ -86,7 +86,7 @@ static int schema_current(PGconn *c, const char *graph, const char *stamp)
 
 /* The part of the schema after the "kgx:concurrently" marker: statements run one at a time outside a
  * transaction, with statement_timeout off (CREATE INDEX CONCURRENTLY on a large live queue). */
-static const char concurrent_marker[] = "-- ===== kgx:concurrently";
+const char kgx_graph_concurrent_marker[] = "-- ===== kgx:concurrently";
 
 static int run_concurrent(PGconn *c, char *part, char *err, size_t errlen)
 {
@@ -173,7 +173,7 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
     }
     int rc = 0;
     if (schema_current(c, graph, stamp)) goto done;
-    char *conc = strstr(sql, concurrent_marker);
+    char *conc = strstr(sql, kgx_graph_concurrent_marker);
     if (conc) {
         *conc = 0;
         conc = strchr(conc + 1, '\n');

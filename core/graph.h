@@ -59,4 +59,8 @@ int kgx_graph_prune(PGconn *c, const char *graph, long long *pruned, char *err, 
  * TRUNCATE is not covered. Blocking. */
 int kgx_graph_follow_deletes(PGconn *c, int on, char *err, size_t errlen);
 
+/* The schema text after this marker runs outside a transaction (CREATE INDEX CONCURRENTLY): a caller
+ * that applies the schema inside its own transaction (--adopt --dry-run) stops there. */
+extern const char kgx_graph_concurrent_marker[];
+
 #endif

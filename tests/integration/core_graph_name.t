@@ -43,7 +43,7 @@ for my $g ('g' x $max, 'between', 'graph', 'users') {
     psql($dsn, 'DELETE FROM mempalace_kg_extraction_queue');
     is(psql($dsn, "SELECT count(*) FROM ag_catalog.ag_graph WHERE name = '$g'"), 1, "--graph $g: the graph exists");
     is(psql($dsn, "SELECT count(*) FROM pg_class WHERE relname IN ('kgx_${g}_support', 'kgx_${g}_answers',"
-                . " 'kgx_${g}_support_edge')"), 3, "--graph $g: its side tables and index exist under their full names");
+                . " 'kgx_${g}_support_best')"), 3, "--graph $g: its side tables and index exist under their full names");
     $r = run_kgx({ env => \%noenv, timeout => 30 }, '--dsn', $dsn, '--graph', $g, '--status', '--json');
     is($r->{rc}, 0, "--graph $g: --status works") or diag($r->{err});
 }
