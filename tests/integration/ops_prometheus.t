@@ -17,7 +17,8 @@ use File::Temp qw(tempdir);
 my $root = kgx_root();
 my $tmp = tempdir('kgx-prom-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 chomp(my $promtool = `command -v promtool 2>/dev/null` // '');
-ok($promtool ne '', 'promtool is installed') or BAIL_OUT('promtool not found (apt-get install prometheus)');
+ok($promtool ne '', 'promtool is installed')
+    or do { diag('promtool not found: scripts/install-deps test (Debian package prometheus)'); done_testing(); exit 1 };
 
 sub free_port {
     my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)

@@ -55,7 +55,7 @@ sub _log_output {
         next unless defined $f && -s $f;
         my $s = read_file($f);
         $s .= "\n" unless $s =~ /\n\z/;
-        print $fh "--- $what: " . ($f =~ /err$/ ? 'stderr' : 'stdout') . "\n$s";
+        print $fh "--- $what: " . ($f =~ m{(?:/err-\d+|\.err)\z} ? 'stderr' : 'stdout') . "\n$s";
     }
     close $fh;
 }
