@@ -40,19 +40,6 @@ typedef struct {
 static volatile sig_atomic_t g_stop;
 static void on_stop(int sig) { (void)sig; g_stop = 1; }
 
-static char *subst(const char *tmpl, const char *graph)
-{
-    kgx_buf_t b = { 0 };
-    const char *p = tmpl, *m;
-    while ((m = strstr(p, "@G@"))) {
-        kgx_buf_add(&b, p, (size_t)(m - p));
-        kgx_buf_adds(&b, graph);
-        p = m + 3;
-    }
-    kgx_buf_adds(&b, p);
-    return kgx_buf_steal(&b, NULL);
-}
-
 /* Runs sql (no params); 0 or -1 with err = what + the server's first line. */
 static int exec(adopt_t *a, const char *sql, const char *what, char *err, size_t errlen)
 {
@@ -439,7 +426,7 @@ int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy)
         if (!pr) goto out;
         int have = PQgetvalue(pr, 0, 0)[0] == 't';
         PQclear(pr);
-        schema = subst(schema_sql, cfg->graph);
+        schema = kgx_graph_subst(schema_sql, cfg->graph);
         char *conc = schema ? strstr(schema, kgx_graph_concurrent_marker) : NULL;
         if (conc) *conc = 0;      /* indexes built CONCURRENTLY: not inside a rolled-back dry run */
         if (exec(&a, "BEGIN", "begin", err, sizeof err)
@@ -451,7 +438,7 @@ int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy)
         goto out;
     }
     if (check_idle(&a, err, sizeof err)) goto out;
-    sql = subst(adopt_sql, cfg->graph);
+    sql = kgx_graph_subst(adopt_sql, cfg->graph);
     if (tx_begin(&a, err, sizeof err) || exec(&a, "SET LOCAL client_min_messages = warning", "adopt", err, sizeof err)
         || exec(&a, sql, "adopt setup", err, sizeof err) || tx_commit(&a, err, sizeof err)) {
         tx_abort(&a);

@@ -28,7 +28,7 @@ int kgx_graph_name_ok(const char *g)
     return kgx_names_check_graph(g, NULL, 0) == 0;
 }
 
-static char *subst_graph(const char *tmpl, const char *graph)
+char *kgx_graph_subst(const char *tmpl, const char *graph)
 {
     kgx_buf_t b = { 0 };
     const char *p = tmpl, *m;
@@ -146,7 +146,7 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
             return -1;
         }
     }
-    char *sql = subst_graph(schema_sql, graph);
+    char *sql = kgx_graph_subst(schema_sql, graph);
     char stamp[64], comment[256];
     snprintf(stamp, sizeof stamp, "kgx schema %016llx", schema_hash(sql));
     if (schema_current(c, graph, stamp)) {

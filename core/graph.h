@@ -54,5 +54,7 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
 /* The schema text after this marker runs outside a transaction (CREATE INDEX CONCURRENTLY): a caller
  * that applies the schema inside its own transaction (--adopt --dry-run) stops there. */
 extern const char kgx_graph_concurrent_marker[];
+/* A SQL template with every @G@ replaced by the graph name (checked by the caller); malloc'd. */
+char *kgx_graph_subst(const char *tmpl, const char *graph);
 
 #endif

@@ -90,6 +90,8 @@ typedef struct script_vm {
 
 /* script_sandbox.c */
 void script_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Reads a whole file (at most 64 MiB); NULL with err set (err may be NULL) when it cannot. */
+char *script_read_file(const char *path, size_t *len, char *err, size_t errlen);
 void script_fold_error(char *err, size_t errlen, const char *prefix, const char *msg);
 char *script_dup_lstr(const char *p, size_t n);
 char *script_dup_str(const char *p);

@@ -21,7 +21,8 @@ const char *kgx_hook_name(kgx_hook_t h) { return h < KGX_HOOK_N ? hook_names[h] 
 
 /* ---------------------------------------------------------------- policy text */
 
-static char *slurp(const char *path, size_t *len, char *err, size_t errlen)
+/* Reads a whole file (a policy or a plugin, at most 64 MiB); NULL with err set when it cannot. */
+char *script_read_file(const char *path, size_t *len, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "rb");
     if (!f) { script_set_err(err, errlen, "cannot open %s: %s", path, strerror(errno)); return NULL; }
@@ -119,7 +120,7 @@ static kgx_policy_src_t *src_new(const script_conf_t *from, const kgx_script_opt
         kgx_policy_src_unref(src);
         return NULL;
     }
-    if (!(src->text = slurp(src->conf.path, &src->len, err, errlen))) {
+    if (!(src->text = script_read_file(src->conf.path, &src->len, err, errlen))) {
         kgx_policy_src_unref(src);
         return NULL;
     }

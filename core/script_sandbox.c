@@ -406,28 +406,6 @@ static void remember_module(kgx_policy_src_t *src, const char *name, const char 
     else { free(m[src->nmods].name); free(m[src->nmods].text); }
 }
 
-/* Reads a whole file (text of a plugin); NULL when it cannot. */
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 8192, n = 0;
-    char *b = malloc(cap);
-    for (size_t r; b && (r = fread(b + n, 1, cap - n, f)) > 0;) {
-        n += r;
-        if (n == cap) {
-            char *nb = cap < ((size_t)64 << 20) ? realloc(b, cap *= 2) : NULL;
-            if (!nb) { free(b); b = NULL; }
-            else b = nb;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { free(b); return NULL; }
-    *len = n;
-    return b;
-}
-
 /* require(name): only <plugins_dir>/<name with . -> />.lua, text only, own sandbox env, cached per
  * load. A state built from sealed policy text takes the plugin text the first load read, so a
  * replacement state runs what the drawers in flight started with. Upvalue: the load table
@@ -462,7 +440,7 @@ int script_sb_require(lua_State *L)
     char *owned = NULL;
     if (!text) {
         if (access(path, F_OK) != 0) return luaL_error(L, "module '%s' not found: no file '%s'", name, path);
-        if (!(owned = read_file(path, &tlen))) return luaL_error(L, "cannot read %s", path);
+        if (!(owned = script_read_file(path, &tlen, NULL, 0))) return luaL_error(L, "cannot read %s", path);
         remember_module(s->src, name, owned, tlen);
         text = owned;
     }
