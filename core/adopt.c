@@ -40,19 +40,10 @@ typedef struct {
 static volatile sig_atomic_t g_stop;
 static void on_stop(int sig) { (void)sig; g_stop = 1; }
 
-/* Runs sql (no params); 0 or -1 with err = what + the server's first line. */
+/* Runs sql (no params) on the adopt connection: kgx_graph_exec. */
 static int exec(adopt_t *a, const char *sql, const char *what, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(a->c, sql);
-    ExecStatusType st = PQresultStatus(r);
-    int ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-    if (!ok) {
-        char pre[128];
-        snprintf(pre, sizeof pre, "%s: ", what);
-        kgx_db_result_error(err, errlen, pre, r);
-    }
-    PQclear(r);
-    return ok ? 0 : -1;
+    return kgx_graph_exec(a->c, sql, what, err, errlen);
 }
 
 /* One statement returning one row; NULL with err on failure (caller PQclear()s). */

@@ -41,7 +41,7 @@ char *kgx_graph_subst(const char *tmpl, const char *graph)
     return kgx_buf_steal(&b, NULL);
 }
 
-static int exec_ok(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
+int kgx_graph_exec(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
 {
     PGresult *r = PQexec(c, sql);
     ExecStatusType st = PQresultStatus(r);
@@ -90,7 +90,7 @@ const char kgx_graph_concurrent_marker[] = "-- ===== kgx:concurrently";
 
 static int run_concurrent(PGconn *c, char *part, char *err, size_t errlen)
 {
-    int rc = exec_ok(c, "SET statement_timeout = 0", "schema", err, errlen);
+    int rc = kgx_graph_exec(c, "SET statement_timeout = 0", "schema", err, errlen);
     /* statements end with ';' at the end of a line; comment lines are skipped */
     char *p = part;
     while (!rc && *p) {
@@ -118,10 +118,10 @@ static int run_concurrent(PGconn *c, char *part, char *err, size_t errlen)
                 if (invalid) {
                     log_warn("schema: index %s was left invalid by an interrupted build: building it again", name);
                     snprintf(q, sizeof q, "DROP INDEX CONCURRENTLY IF EXISTS public.%s", name);
-                    rc = exec_ok(c, q, "schema", err, errlen);
+                    rc = kgx_graph_exec(c, q, "schema", err, errlen);
                 }
             }
-            if (!rc) rc = exec_ok(c, stmt, "schema (concurrently)", err, errlen);
+            if (!rc) rc = kgx_graph_exec(c, stmt, "schema (concurrently)", err, errlen);
         }
         *end = save;
         p = *end ? end + 2 : end;
@@ -183,12 +183,12 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
              "COMMENT ON FUNCTION public.kgx_%s_write(text,text,bigint,jsonb,jsonb) IS '%s'", graph, stamp);
     /* one transaction, then the part outside it; the stamp is written last, so an interrupted index
      * build is redone by the next start */
-    rc = exec_ok(c, "BEGIN", "schema", err, errlen);
-    if (!rc) rc = exec_ok(c, "SET LOCAL client_min_messages = warning", "schema", err, errlen);
-    if (!rc) rc = exec_ok(c, "SET LOCAL statement_timeout = 0", "schema", err, errlen);
-    if (!rc) rc = exec_ok(c, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, errlen);
-    if (!rc) rc = exec_ok(c, sql, "schema", err, errlen);
-    if (!rc) rc = exec_ok(c, "COMMIT", "schema commit", err, errlen);
+    rc = kgx_graph_exec(c, "BEGIN", "schema", err, errlen);
+    if (!rc) rc = kgx_graph_exec(c, "SET LOCAL client_min_messages = warning", "schema", err, errlen);
+    if (!rc) rc = kgx_graph_exec(c, "SET LOCAL statement_timeout = 0", "schema", err, errlen);
+    if (!rc) rc = kgx_graph_exec(c, "CREATE EXTENSION IF NOT EXISTS age", "CREATE EXTENSION age", err, errlen);
+    if (!rc) rc = kgx_graph_exec(c, sql, "schema", err, errlen);
+    if (!rc) rc = kgx_graph_exec(c, "COMMIT", "schema commit", err, errlen);
     else {
         PGresult *rb = PQexec(c, "ROLLBACK");
         PQclear(rb);
@@ -200,7 +200,7 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
         r = PQexec(c, "RESET client_min_messages");
         PQclear(r);
     }
-    if (!rc) rc = exec_ok(c, comment, "schema stamp", err, errlen);
+    if (!rc) rc = kgx_graph_exec(c, comment, "schema stamp", err, errlen);
 done:;
     PGresult *u = PQexec(c, "SELECT pg_advisory_unlock(hashtext('kgx-schema'))");
     PQclear(u);

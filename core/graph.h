@@ -56,5 +56,7 @@ int kgx_graph_stats(PGconn *c, const char *graph, long long *entities, long long
 extern const char kgx_graph_concurrent_marker[];
 /* A SQL template with every @G@ replaced by the graph name (checked by the caller); malloc'd. */
 char *kgx_graph_subst(const char *tmpl, const char *graph);
+/* Runs sql (no parameters, blocking); 0, or -1 with err = "what: " + the server's first line. */
+int kgx_graph_exec(PGconn *c, const char *sql, const char *what, char *err, size_t errlen);
 
 #endif
