@@ -128,6 +128,42 @@ static int prune_report(PGconn *c, const kgx_config_t *cfg)
     return 0;
 }
 
+/* One batch, one transaction: the prune function over up to nb drawers after `after`, then the count of
+ * what went. *n drawers, *sup support rows and *edg edges removed; *last the last drawer id examined
+ * (malloc'd; NULL: none left). -1 with err (and *transient) when it failed, rolled back. */
+static int prune_batch(PGconn *c, const char *seen, const char *call, const char *count, const char *after,
+                       const char *nb, long long *n, long long *sup, long long *edg, char **last,
+                       char *err, size_t errlen, int *transient)
+{
+    const char *p[] = { after, nb };
+    const char *q[1];
+    PGresult *r = NULL, *k = NULL;
+    *last = NULL;
+    if (exec_ok(c, "BEGIN", 0, NULL, NULL, err, errlen, "prune", transient)
+        || exec_ok(c, seen, 2, p, NULL, err, errlen, "prune", transient)
+        || exec_ok(c, call, 2, p, &r, err, errlen, "prune", transient))
+        goto fail;
+    *n = atoll(PQgetvalue(r, 0, 0));
+    *last = PQgetisnull(r, 0, 1) ? NULL : strdup(PQgetvalue(r, 0, 1));
+    PQclear(r);
+    r = NULL;
+    q[0] = *last;
+    if (exec_ok(c, count, 1, q, &k, err, errlen, "prune", transient)
+        || exec_ok(c, "COMMIT", 0, NULL, NULL, err, errlen, "prune", transient))
+        goto fail;
+    *sup = atoll(PQgetvalue(k, 0, 0));
+    *edg = atoll(PQgetvalue(k, 0, 1));
+    PQclear(k);
+    return 0;
+fail:
+    PQclear(r);
+    PQclear(k);
+    free(*last);
+    *last = NULL;
+    PQclear(PQexec(c, "ROLLBACK"));
+    return -1;
+}
+
 int kgx_prune_run(const kgx_config_t *cfg)
 {
     if (!kgx_graph_name_ok(cfg->graph)) {
@@ -181,30 +217,10 @@ int kgx_prune_run(const kgx_config_t *cfg)
     last_log = t0;
     log_info("prune: graph %s, batches of %d drawers", g, batch);
     while (!g_stop) {
-        const char *p[] = { after, nb };
-        PGresult *r = NULL, *k = NULL;
+        long long n = 0, sup = 0, edg = 0;
+        char *last = NULL;
         int transient = 0;
-        if (exec_ok(c, "BEGIN", 0, NULL, NULL, err, sizeof err, "prune", &transient)
-            || exec_ok(c, seen, 2, p, NULL, err, sizeof err, "prune", &transient)
-            || exec_ok(c, call, 2, p, &r, err, sizeof err, "prune", &transient)) {
-            PQclear(PQexec(c, "ROLLBACK"));
-            if (transient && ++tries <= PRUNE_RETRIES) {
-                log_warn("prune: batch after %s retried (%d): %s", after ? after : "(start)", tries, err);
-                sleep_ms(200L * tries);
-                continue;
-            }
-            fprintf(stderr, "error: %s\n", err);
-            break;
-        }
-        long long n = atoll(PQgetvalue(r, 0, 0));
-        char *last = PQgetisnull(r, 0, 1) ? NULL : strdup(PQgetvalue(r, 0, 1));
-        PQclear(r);
-        const char *q[] = { last };
-        if (exec_ok(c, count, 1, q, &k, err, sizeof err, "prune", &transient)
-            || exec_ok(c, "COMMIT", 0, NULL, NULL, err, sizeof err, "prune", &transient)) {
-            PQclear(k);
-            free(last);
-            PQclear(PQexec(c, "ROLLBACK"));
+        if (prune_batch(c, seen, call, count, after, nb, &n, &sup, &edg, &last, err, sizeof err, &transient)) {
             if (transient && ++tries <= PRUNE_RETRIES) {
                 log_warn("prune: batch after %s retried (%d): %s", after ? after : "(start)", tries, err);
                 sleep_ms(200L * tries);
@@ -216,9 +232,8 @@ int kgx_prune_run(const kgx_config_t *cfg)
         tries = 0;
         batches++;
         drawers += n;
-        support += atoll(PQgetvalue(k, 0, 0));
-        edges += atoll(PQgetvalue(k, 0, 1));
-        PQclear(k);
+        support += sup;
+        edges += edg;
         free(after);
         after = last;
         struct timespec now;
