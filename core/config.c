@@ -46,7 +46,9 @@ static const char usage_text[] =
 "  --lease-seconds S         claim lease (env MEMPALACE_KG_CLAIM_LEASE_SECONDS; default 900)\n"
 "  --max-attempts N          attempts before a drawer is parked (default 5)\n"
 "  --request-timeout S       total timeout of one LLM request (default 120)\n"
-"  --no-keep-answers         do not store raw LLM answers (disables --reapply for new rows)\n"
+"  --no-keep-answers         do not store raw LLM answers (disables --reapply and answer reuse)\n"
+"  --fresh-answers           ask the LLM even when the same request was answered before\n"
+"                            (env KGX_FRESH_ANSWERS=1; answers are still stored)\n"
 "  --worker-id ID            default host:pid:random\n"
 "  --memory-budget SIZE      bytes held for drawers in flight, e.g. 64M, 1G (default 64M)\n"
 "\n"
@@ -183,7 +185,7 @@ enum {
     O_TIMEOUT, O_GRAPH, O_BACKFILL, O_BACKFILL_LIMIT, O_PROGRESS, O_ONCE, O_STATUS, O_JSON,
     O_DRY_RUN, O_HTTP, O_HTTP_PUBLIC, O_WORKER_ID, O_LOG_LEVEL, O_HELP, O_VERSION, O_REAPPLY,
     O_REAPPLY_DRAWER, O_CTX, O_SLOTS, O_NO_KEEP, O_ADOPT, O_ADOPT_DRY, O_REQUEUE_EMPTY,
-    O_PRUNE, O_FOLLOW_DELETES,
+    O_PRUNE, O_FOLLOW_DELETES, O_FRESH,
     O_MEMORY_BUDGET
 };
 
@@ -215,6 +217,7 @@ static const struct option options[] = {
     { "ctx-size", required_argument, 0, O_CTX },
     { "slots", required_argument, 0, O_SLOTS },
     { "no-keep-answers", no_argument, 0, O_NO_KEEP },
+    { "fresh-answers", no_argument, 0, O_FRESH },
     { "memory-budget", required_argument, 0, O_MEMORY_BUDGET },
     { "adopt", no_argument, 0, O_ADOPT },
     { "adopt-dry-run", no_argument, 0, O_ADOPT_DRY },    /* --dry-run next to --adopt (see below) */
@@ -291,6 +294,14 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         c->max_triples = (int)l;
     }
 
+    if ((e = getenv("KGX_FRESH_ANSWERS")) && *e) {
+        if (strcmp(e, "0") && strcmp(e, "1")) {
+            snprintf(err, errlen, "error: KGX_FRESH_ANSWERS: expected 0 or 1, got '%s'", e);
+            return 2;
+        }
+        c->fresh_answers = *e == '1';
+    }
+
     int backfill = 0, once = 0, status = 0, reapply = 0, adopt = 0, requeue_empty = 0, prune = 0, follow = 0;
     /* next to --adopt or --prune, --dry-run takes no FILE: it means "report only" */
     char *args[argc + 1];
@@ -356,6 +367,7 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_CTX: if (parse_int(v, 64, 1 << 24, &l)) BAD("expected 64..16777216 tokens, got '%s'"); c->n_ctx = (int)l; break;
         case O_SLOTS: if (parse_int(v, 1, 1024, &l)) BAD("expected 1..1024, got '%s'"); c->slots = (int)l; break;
         case O_NO_KEEP: c->keep_answers = 0; break;
+        case O_FRESH: c->fresh_answers = 1; break;
         case O_MEMORY_BUDGET:
             if (parse_bytes(v, KGX_MEMORY_BUDGET_MIN, (size_t)1 << 40, &c->memory_budget))
                 BAD("expected a size from 24M to 1024G (e.g. 64M, 1G), got '%s'");

@@ -36,6 +36,7 @@ typedef struct {
     int n_ctx;               /* --ctx-size override of the per-slot context; 0 = from /props */
     int slots;               /* --slots override of an endpoint's slot count; 0 = from /props */
     int keep_answers;        /* store raw answers (default 1) */
+    int fresh_answers;       /* --fresh-answers / KGX_FRESH_ANSWERS=1: no answer reuse (economy, issue 14) */
     int hook_timeout_ms;     /* KGX_HOOK_TIMEOUT_MS: the policy hook watchdog (default 2000) */
     double retry_base_ms;    /* KGX_RETRY_BASE_MS: first backoff after a charged failure (default 1000) */
     size_t memory_budget;    /* --memory-budget: bytes for drawers in flight (budget.c; default in config.c) */

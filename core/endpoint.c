@@ -48,6 +48,54 @@ int kgx_props_total_slots(const char *body) { return json_int_after(body, NULL, 
 int kgx_props_n_ctx(const char *body) { return json_int_after(body, "\"default_generation_settings\"", "n_ctx"); }
 int kgx_error_n_ctx(const char *body) { return json_int_after(body, "\"error\"", "n_ctx"); }
 
+/* The raw text of the JSON string value of "key" (escapes kept), malloc'd; NULL when absent. */
+static char *json_str_raw(const char *body, const char *key, size_t *len)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\"", key);
+    const char *k = body ? strstr(body, pat) : NULL;
+    if (!k) return NULL;
+    k += strlen(pat);
+    while (*k == ' ' || *k == '\t' || *k == '\n' || *k == '\r') k++;
+    if (*k++ != ':') return NULL;
+    while (*k == ' ' || *k == '\t' || *k == '\n' || *k == '\r') k++;
+    if (*k++ != '"') return NULL;
+    const char *e = k;
+    while (*e && *e != '"') e += (*e == '\\' && e[1]) ? 2 : 1;
+    if (*e != '"') return NULL;
+    char *out = malloc((size_t)(e - k) + 1);
+    if (!out) return NULL;
+    memcpy(out, k, (size_t)(e - k));
+    out[e - k] = 0;
+    *len = (size_t)(e - k);
+    return out;
+}
+
+char *kgx_props_model(const char *body)
+{
+    size_t plen = 0, tlen = 0;
+    char *path = json_str_raw(body, "model_path", &plen);
+    if (!path || !plen) {
+        free(path);
+        return NULL;
+    }
+    /* the chat template shapes every chat prompt: a new one is a new model as far as answers go */
+    char *tmpl = json_str_raw(body, "chat_template", &tlen);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; tmpl && i < tlen; i++) h = (h ^ (unsigned char)tmpl[i]) * 1099511628211ull;
+    size_t n = plen + 40;
+    char *id = malloc(n);
+    if (id) snprintf(id, n, "%s template=%016llx", path, tmpl ? (unsigned long long)h : 0ull);
+    free(path);
+    free(tmpl);
+    return id;
+}
+
+const char *kgx_endpoint_identity(const kgx_endpoint_t *ep)
+{
+    return ep->model_id ? ep->model_id : ep->url_id;
+}
+
 static void recompute_cap(kgx_endpoint_t *ep)
 {
     int w = ep->set->workers;
@@ -143,6 +191,16 @@ static void probe_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
         return;
     }
     int slots = kgx_props_total_slots(r->body), n_ctx = kgx_props_n_ctx(r->body);
+    char *model = kgx_props_model(r->body);     /* economy (issue 14): whose answers are reused */
+    if (model && ep->model_id && strcmp(model, ep->model_id))
+        log_warn("endpoint=%s model changed (%s -> %s): answers stored for the old model are not reused",
+                 ep->base, ep->model_id, model);
+    else if (!model && !ep->model_id)
+        log_debug("endpoint=%s /props names no model_path: stored answers are reused per endpoint URL", ep->base);
+    if (model || !ep->model_id) {
+        free(ep->model_id);
+        ep->model_id = model;
+    }
     if (ep->set->cfg_slots > 0) ep->slots = ep->set->cfg_slots;
     else if (slots > 0) ep->slots = slots;
     if (ep->set->cfg_n_ctx > 0) ep->n_ctx = ep->set->cfg_n_ctx;
@@ -182,6 +240,9 @@ int kgx_endpoints_init(kgx_endpoints_t *s, uv_loop_t *loop, kgx_http_t *http, ch
     for (int i = 0; i < n; i++) {
         kgx_endpoint_t *ep = &s->ep[i];
         ep->base = strdup(bases[i]);
+        size_t ul = strlen(bases[i]) + 8;
+        ep->url_id = malloc(ul);
+        if (ep->url_id) snprintf(ep->url_id, ul, "url %s", bases[i]);
         ep->set = s;
         ep->state = KGX_EP_PROBING;
         ep->backoff_ms = BACKOFF_MIN_MS;
@@ -216,7 +277,11 @@ void kgx_endpoints_close(kgx_endpoints_t *s)
 
 void kgx_endpoints_free(kgx_endpoints_t *s)
 {
-    for (int i = 0; i < s->n; i++) free(s->ep[i].base);
+    for (int i = 0; i < s->n; i++) {
+        free(s->ep[i].base);
+        free(s->ep[i].model_id);
+        free(s->ep[i].url_id);
+    }
     free(s->ep);
     s->ep = NULL;
     s->n = 0;

@@ -17,6 +17,9 @@ typedef struct kgx_endpoints kgx_endpoints_t;
 
 typedef struct kgx_endpoint {
     char *base;                /* normalised base URL */
+    char *model_id;            /* economy (issue 14): the model behind it (/props model_path and chat
+                                * template), NULL until known; a stored answer is reused only for it */
+    char *url_id;              /* "url BASE": the identity when /props names no model */
     int state;
     int slots;                 /* from /props or --slots; 0 unknown */
     int n_ctx;                 /* per-slot context; 0 unknown */
@@ -77,6 +80,10 @@ const char *kgx_endpoint_state_name(int state);
 /* Pure helpers (tested): numbers from a /props body; -1 when absent. */
 int kgx_props_total_slots(const char *body);
 int kgx_props_n_ctx(const char *body);
+/* economy (issue 14): "MODEL_PATH template=HASH" from a /props body (malloc'd), NULL without model_path. */
+char *kgx_props_model(const char *body);
+/* What answers are reused for: the model identity, else the endpoint's URL. */
+const char *kgx_endpoint_identity(const kgx_endpoint_t *ep);
 int kgx_error_n_ctx(const char *body);                    /* n_ctx from an exceed_context_size_error body */
 /* First integer member "key" anywhere in a response body (token counts); -1 when absent. */
 long kgx_body_int(const char *body, const char *key);

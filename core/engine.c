@@ -33,6 +33,13 @@ static uint64_t now_ms(kgx_engine_t *e)
 
 uint64_t kgx_engine_now(kgx_engine_t *e) { return now_ms(e); }
 void kgx_engine_pump(kgx_engine_t *e) { pump(e); }
+static void wake_cb(uv_timer_t *t);
+void kgx_engine_pump_soon(kgx_engine_t *e)
+{
+    if (finished(e)) return;
+    if (e->pumping) e->repump = 1;
+    else uv_timer_start(&e->wake, wake_cb, 0, 0);
+}
 void kgx_engine_finish(kgx_engine_t *e, int code) { finish(e, code); }
 int kgx_engine_stopping(const kgx_engine_t *e) { return stopping(e); }
 
@@ -535,6 +542,12 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         kgx_engine_free(e);
         return NULL;
     }
+    /* economy (issue 14): twins always share one answer; stored answers are looked up where the sink
+     * keeps them (not with --dry-run or --no-keep-answers); --fresh-answers: neither */
+    if (!cfg->fresh_answers && e->sink->lookup) {
+        kgx_reuse_cbs_t rc = { job_reuse_found, job_reuse_landed, e };
+        e->reuse = kgx_reuse_new(&e->loop, cfg->keep_answers ? (kgx_reuse_query_fn)e->sink->lookup : NULL, e, &rc);
+    }
     if (cfg->http_listen) {
         char herr[256];
         e->httpd = kgx_httpd_new(&e->loop, cfg->http_listen, cfg->api_key, http_handler, e, herr, sizeof herr);
@@ -620,6 +633,7 @@ void kgx_engine_free(kgx_engine_t *e)
     kgx_endpoints_close(&e->eps);
     kgx_http_free(e->http);
     if (e->sink) e->sink->close(e);
+    if (e->reuse) kgx_reuse_close(e->reuse);   /* after the pool: no lookup answers any more */
     kgx_budget_abandon(e);        /* budget: text reads the pool dropped */
     kgx_httpd_free(e->httpd);
     kgx_hooks_free(e->hooks);     /* never waits for a stuck hook */
@@ -627,6 +641,7 @@ void kgx_engine_free(kgx_engine_t *e)
     uv_walk(&e->loop, walk_close, NULL);
     uv_run(&e->loop, UV_RUN_DEFAULT);
     uv_loop_close(&e->loop);
+    kgx_reuse_free(e->reuse);
     kgx_endpoints_free(&e->eps);
     free(e);
 }

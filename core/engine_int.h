@@ -19,6 +19,7 @@
 #include "jobstate.h"
 #include "outcome.h"
 #include "queue.h"
+#include "reuse.h"
 #include "script.h"
 
 /* Limits and timings of the loop, in one place (flags and their defaults: config.c). */
@@ -44,8 +45,13 @@
  * to answer what it was asked); releasing (giving the claimed rows back); finished (the loop drains). */
 typedef enum { ENGINE_RUNNING, ENGINE_STOPPING, ENGINE_RELEASING, ENGINE_FINISHED } engine_phase_t;
 /* CH_REQUEST and CH_PARSE: the request/parse hook runs on a hook thread (CH_REQUEST holds a slot).
- * CH_RESPLIT [answer]: its answer was cut at n_predict and the split hook cuts it smaller. */
-typedef enum { CH_PENDING, CH_REQUEST, CH_INFLIGHT, CH_PARSE, CH_SUSPECT, CH_RESPLIT, CH_DONE } chunk_state_t;
+ * CH_RESPLIT [answer]: its answer was cut at n_predict and the split hook cuts it smaller.
+ * economy (issue 14, reuse.h): CH_LOOKUP holds a slot while its request is looked up among the stored
+ * answers; CH_TWIN holds none while an identical request in flight answers for it. A chunk leading a
+ * flight keeps it open in CH_LOOKUP, CH_INFLIGHT and CH_PARSE; any other state ends it (chunk_to). */
+typedef enum { CH_PENDING, CH_REQUEST, CH_LOOKUP, CH_INFLIGHT, CH_PARSE, CH_SUSPECT, CH_RESPLIT, CH_TWIN,
+               CH_DONE } chunk_state_t;
+typedef enum { REUSED_NO, REUSED_STORED, REUSED_FLIGHT } chunk_reused_t;
 
 typedef struct job job_t;
 typedef struct kgx_sink kgx_sink_t;
@@ -65,6 +71,11 @@ typedef struct {
     long parent;                /* economy (issue 14): index of the chunk it is a half of, -1 for split's */
     uint64_t *facts;            /* economy (issue 14): hashes of its answer's facts (kept and dropped) */
     size_t nfacts;
+    kgx_flight_t *flight;       /* economy (issue 14): the flight it leads or follows (reuse.h) */
+    int leads;                  /* ... 1: it leads that flight (its request is the one asked) */
+    long timeout_ms;            /* ... its request's timeout, kept while it is looked up */
+    char req_hash[65];          /* ... SHA-256 of its request key (hex), "" unknown: stored with the answer */
+    chunk_reused_t reused;      /* ... its answer came from a stored answer or a twin request */
 } chunk_t;
 
 struct job {
@@ -84,6 +95,7 @@ struct job {
                                  * [answer] the pieces of chunks cut at n_predict (the array
                                  * never moves: in-flight calls hold chunk pointers) */
     int shrink, attempts, write_retries;
+    int fresh;                  /* economy (issue 14): a reused answer did not parse: ask the LLM only */
     uint64_t not_before;        /* ms, loop time */
     kgx_buf_t triples, answers, report;
     long long kept, dropped;
@@ -97,6 +109,7 @@ struct kgx_engine {
     const kgx_sink_t *sink;     /* where drawers come from and results go (sink.h) */
     kgx_db_t *db;               /* the database sink's pool; NULL with --dry-run */
     kgx_hooks_t *hooks;
+    kgx_reuse_t *reuse;         /* economy (issue 14): flights and stored answers; NULL = always ask */
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
     kgx_budget_t budget;        /* --memory-budget: drawers' text admitted within it (budget.c) */
@@ -128,6 +141,7 @@ struct kgx_engine {
 
 /* engine.c */
 void kgx_engine_pump(kgx_engine_t *e);                 /* dispatch, claim, finish: after any event */
+void kgx_engine_pump_soon(kgx_engine_t *e);            /* the same on the next loop turn (from inside job code) */
 void kgx_engine_finish(kgx_engine_t *e, int code);     /* end the run (the loop drains, then stops) */
 int kgx_engine_stopping(const kgx_engine_t *e);        /* no new work: stopping or finished */
 uint64_t kgx_engine_now(kgx_engine_t *e);              /* fresh loop time, ms */
@@ -152,5 +166,8 @@ void job_charge(job_t *j, kgx_outcome_t oc, const char *msg);  /* a charged fail
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep);
 void job_chunk_cancel(job_t *j, chunk_t *c);
 void job_resolve_suspects(kgx_engine_t *e, kgx_endpoint_t *ep);
+/* economy (issue 14): reuse.h's callbacks (leader/follower are chunks) */
+void job_reuse_found(void *leader, const char *hash_hex, const kgx_reuse_answer_t *a, void *ud);
+void job_reuse_landed(void *follower, const char *hash_hex, const kgx_reuse_answer_t *a, void *ud);
 
 #endif

@@ -251,6 +251,66 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
     return rc;
 }
 
+/* economy (issue 14): stored whole answers by the SHA-256 of their request's key (reuse.h). One row
+ * per key, in order: the hash always, the answer when one is stored (any one: they are the same
+ * request answered whole). */
+typedef struct { kgx_reuse_rows_cb cb; void *ud; } lookup_ctx_t;
+
+static void lookup_rows(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    lookup_ctx_t *l = ud;
+    (void)sqlstate;
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        l->cb(NULL, 0, err ? err : "lookup failed", l->ud);
+        free(l);
+        return;
+    }
+    size_t n = (size_t)PQntuples(res);
+    kgx_reuse_row_t *rows = calloc(n ? n : 1, sizeof *rows);
+    kgx_reuse_answer_t *ans = calloc(n ? n : 1, sizeof *ans);
+    if (!rows || !ans) {
+        free(rows);
+        free(ans);
+        l->cb(NULL, 0, "out of memory", l->ud);
+        free(l);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        rows[i].hash_hex = PQgetisnull(res, (int)i, 0) ? NULL : PQgetvalue(res, (int)i, 0);
+        if (PQgetisnull(res, (int)i, 1)) continue;
+        ans[i].body = PQgetvalue(res, (int)i, 1);
+        ans[i].len = (size_t)PQgetlength(res, (int)i, 1);
+        ans[i].prompt_tokens = PQgetisnull(res, (int)i, 2) ? -1 : atol(PQgetvalue(res, (int)i, 2));
+        ans[i].completion_tokens = PQgetisnull(res, (int)i, 3) ? -1 : atol(PQgetvalue(res, (int)i, 3));
+        rows[i].answer = &ans[i];
+    }
+    l->cb(rows, n, NULL, l->ud);
+    free(rows);
+    free(ans);
+    free(l);
+}
+
+int kgx_graph_answers_lookup(kgx_db_t *db, const char *graph, const char *keys_json, kgx_reuse_rows_cb cb, void *ud)
+{
+    if (!kgx_graph_name_ok(graph)) return -1;
+    char sql[900];
+    snprintf(sql, sizeof sql,
+             "SELECT encode(k.h, 'hex'), a.body, a.prompt_tokens, a.completion_tokens"
+             "  FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS q(key, i)"
+             "  CROSS JOIN LATERAL (SELECT sha256(convert_to(q.key, 'UTF8')) AS h) k"
+             "  LEFT JOIN LATERAL (SELECT x.body, x.prompt_tokens, x.completion_tokens"
+             "                       FROM public.kgx_%s_answers x WHERE x.request_hash = k.h LIMIT 1) a ON true"
+             " ORDER BY q.i", graph);
+    lookup_ctx_t *l = malloc(sizeof *l);
+    if (!l) return -1;
+    l->cb = cb;
+    l->ud = ud;
+    const char *p[] = { keys_json };
+    int rc = kgx_db_query(db, sql, 1, p, lookup_rows, l);
+    if (rc) free(l);
+    return rc;
+}
+
 int kgx_graph_is_transient(const char *sqlstate, const char *err)
 {
     if (!sqlstate) return err != NULL; /* connection-level failure */

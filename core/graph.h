@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include "buf.h"
 #include "db.h"
+#include "reuse.h"
 #include "script.h"
 
 /* The graph-name whitelist ([a-z_][a-z0-9_]{2,62}: AGE wants 3-63 characters): the name goes into
@@ -45,6 +46,9 @@ int kgx_graph_is_transient(const char *sqlstate, const char *err);
 /* Reapply (blocking, a CLI mode): stored answers of completed drawers after `after` (keyset paging by
  * id; `only` limits to one drawer). Row: drawer id, wing, room, document, metadata, chunk, body — the
  * rows of one drawer adjacent. NULL with err on failure; caller PQclear()s. */
+/* economy (issue 14): looks up stored whole answers for a JSON array of request keys (reuse.h);
+ * cb gets one row per key in order (rows NULL: the lookup failed). 0, or -1 (cb never called). */
+int kgx_graph_answers_lookup(kgx_db_t *db, const char *graph, const char *keys_json, kgx_reuse_rows_cb cb, void *ud);
 PGresult *kgx_graph_answers_fetch(PGconn *c, const char *graph, const char *after, const char *only,
                                   int limit, char *err, size_t errlen);
 /* Graph statistics (for --status and the demo): entities, edges, supports. Blocking. */

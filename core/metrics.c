@@ -242,6 +242,10 @@ char *kgx_metrics_render_endpoints(size_t *len, const kgx_metrics_endpoint_t *ep
          "Answers holding the per-call triple cap: chunk asked again as two halves, or at the depth limit.");
     put(&b, "kgx_llm_dense_splits_total{result=\"split\"} %llu\n", m->llm_dense_splits);
     put(&b, "kgx_llm_dense_splits_total{result=\"at_limit\"} %llu\n", m->llm_dense_unsplit);
+    head(&b, "kgx_llm_answers_reused_total", "counter",
+         "Whole answers parsed without an LLM request: stored for an identical request, or an identical request in flight.");
+    put(&b, "kgx_llm_answers_reused_total{source=\"stored\"} %llu\n", m->llm_reused[KGX_M_REUSED_STORED]);
+    put(&b, "kgx_llm_answers_reused_total{source=\"in_flight\"} %llu\n", m->llm_reused[KGX_M_REUSED_FLIGHT]);
 
     head(&b, "kgx_in_flight", "gauge", "LLM requests in flight.");
     put(&b, "kgx_in_flight %lld\n", m->in_flight);

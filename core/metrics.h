@@ -9,6 +9,7 @@
  *   kgx_llm_requests_total                                     counter
  *   kgx_llm_chunks_skipped_total                               counter (chunks completed with no request)
  *   kgx_llm_dense_splits_total{result="split|at_limit"}        counter (answers holding the per-call cap)
+ *   kgx_llm_answers_reused_total{source="stored|in_flight"}    counter (answers parsed with no request sent)
  *   kgx_in_flight                                              gauge (LLM requests)
  *   kgx_queue_depth                                            gauge (pending rows, last status read)
  *   kgx_llm_latency_seconds                                    histogram
@@ -30,6 +31,9 @@ enum kgx_metric_error {
     KGX_M_ERR_PARSE, KGX_M_ERR_POLICY, KGX_M_ERR_DB, KGX_M_ERR_TOO_BIG, KGX_M_ERR_CONTEXT, KGX_M_ERR__N
 };
 
+/* economy (issue 14): where a reused answer came from (reuse.h) */
+enum { KGX_M_REUSED_STORED, KGX_M_REUSED_FLIGHT };
+
 typedef struct {
     unsigned long long drawers[KGX_M_DRAWER__N];
     unsigned long long triples_written, triples_dropped;
@@ -37,6 +41,7 @@ typedef struct {
     unsigned long long retries, llm_requests;
     unsigned long long llm_chunks_skipped;      /* economy (issue 14) */
     unsigned long long llm_dense_splits, llm_dense_unsplit;   /* economy (issue 14) */
+    unsigned long long llm_reused[2];           /* economy (issue 14): KGX_M_REUSED_* */
     long long in_flight, queue_depth;
 } kgx_metrics_t;
 

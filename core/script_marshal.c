@@ -268,7 +268,7 @@ int script_take_request(script_vm_t *s, int res, kgx_request_t *out, char *err, 
 
     script_rawfield(L, res, "body");                        /* stack: ... result body */
     if (lua_istable(L, -1)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, s->cj_encode);
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->cj_canon);      /* sorted keys: the same request, the same bytes */
         lua_insert(L, -2);
         if (lua_pcall(L, 1, 1, 0) != 0) {
             script_set_err(err, errlen, "request: cannot encode body as JSON: %s", lua_tostring(L, -1));

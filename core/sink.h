@@ -26,6 +26,8 @@ struct kgx_sink {
     void (*result)(job_t *j, size_t idx, const kgx_result_t *r);
     /* j's facts (job_write_json): write them, then job_written() (now or later). */
     void (*write)(job_t *j);
+    /* economy (issue 14): stored whole answers by request key (reuse.h's query); NULL: none stored. */
+    int (*lookup)(void *e, const char *keys_json, kgx_reuse_rows_cb cb, void *ud);
     /* Stopping: give claimed rows back; returns 0 when there is nothing to wait for. The release
      * callback ends the run itself (kgx_engine_finish). */
     int (*release)(kgx_engine_t *e);

@@ -121,6 +121,12 @@ static void db_write(job_t *j)
     kgx_buf_free(&a);
 }
 
+static int db_lookup(void *ep, const char *keys_json, kgx_reuse_rows_cb cb, void *ud)
+{
+    kgx_engine_t *e = ep;
+    return kgx_graph_answers_lookup(e->db, e->cfg->graph, keys_json, cb, ud);
+}
+
 static void release_cb(long long n, const char *err, void *ud)
 {
     kgx_engine_t *e = ud;
@@ -137,5 +143,5 @@ static int db_release(kgx_engine_t *e)
 const kgx_sink_t kgx_sink_db = {
     .name = "database", .durable = 1, .keeps_answers = 1,
     .open = db_open, .close = db_close, .claim = db_claim, .exhausted = db_exhausted,
-    .fail = db_fail, .result = NULL, .write = db_write, .release = db_release,
+    .fail = db_fail, .result = NULL, .write = db_write, .release = db_release, .lookup = db_lookup,
 };

@@ -28,9 +28,10 @@ void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
     kgx_drops_json(b);
     /* economy (issue 14): LLM work saved, from the process counters */
     kgx_buf_printf(b, ",\"llm\":{\"requests\":%llu,\"chunks_skipped\":%llu,\"dense_splits\":%llu,"
-                      "\"dense_at_limit\":%llu}",
+                      "\"dense_at_limit\":%llu,\"answers_reused\":%llu,\"answers_reused_in_flight\":%llu}",
                    kgx_metrics.llm_requests, kgx_metrics.llm_chunks_skipped, kgx_metrics.llm_dense_splits,
-                   kgx_metrics.llm_dense_unsplit);
+                   kgx_metrics.llm_dense_unsplit, kgx_metrics.llm_reused[KGX_M_REUSED_STORED],
+                   kgx_metrics.llm_reused[KGX_M_REUSED_FLIGHT]);
     kgx_buf_adds(b, ",\"endpoints\":[");
     for (int i = 0; p->eps && i < p->eps->n; i++) {
         const kgx_endpoint_t *ep = &p->eps->ep[i];

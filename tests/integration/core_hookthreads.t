@@ -31,13 +31,6 @@ my $VG = $ENV{KGX_VALGRIND} ? 1 : 0;
 plan skip_all => 'timing-driven: not under valgrind' if $VG;
 my $root = kgx_root();
 
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 # the policy: prompts/default.lua with parse wrapped
 my $ptop = ($ENV{TMPDIR} // '/tmp') . "/kgx-hookthreads-$$";

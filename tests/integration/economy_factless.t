@@ -21,13 +21,6 @@ my @factless = ('...', "---\n***\n___", '<br/>', '<div><span class="x"></span></
 my $c = gen_corpus(n => 30, seed => 5);
 my $x = expected_graph($c);
 
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 sub setup {
     my ($name) = @_;

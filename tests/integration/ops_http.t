@@ -9,13 +9,6 @@ use KgxTest;
 use IO::Socket::INET;
 use HTTP::Tiny;
 
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 # raw request: returns the whole response text ('' when the server closed without answering)
 sub raw_http {

@@ -15,13 +15,6 @@ use File::Temp;
 
 my $TMP = File::Temp->newdir('kgxabuse-XXXXXX', TMPDIR => 1, CLEANUP => 1);
 
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 my $N = 200;
 my $dsn = fresh_db('httpabuse');

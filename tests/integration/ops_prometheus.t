@@ -20,13 +20,6 @@ chomp(my $promtool = `command -v promtool 2>/dev/null` // '');
 ok($promtool ne '', 'promtool is installed')
     or do { diag('promtool not found: scripts/install-deps test (Debian package prometheus)'); done_testing(); exit 1 };
 
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 sub write_file { my ($p, $s) = @_; open(my $fh, '>', $p) or die "$p: $!"; print $fh $s; close $fh; return $p }
 # promtool with a file on stdin (or as arguments); returns (exit code, output)
 sub promtool {

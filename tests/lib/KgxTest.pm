@@ -33,7 +33,7 @@ use Exporter 'import';
 
 our @EXPORT = (qw(fresh_db dsn_for psql psql_ok start_fake stop_fake fake_stats fake_config fake_reset
                   run_kgx spawn_kgx stop_kgx wait_pid wait_until read_file json_decode json_encode
-                  admin_dsn kgx_root),
+                  admin_dsn kgx_root free_port http_get),
                @Test::More::EXPORT);
 
 my $CREATOR = $$;                 # END cleanup runs only in the process that loaded us
@@ -245,6 +245,23 @@ sub stop_fake {
 }
 
 my $http = HTTP::Tiny->new(timeout => 10);
+
+# a TCP port free on 127.0.0.1 right now (for --http HOST:PORT)
+sub free_port {
+    require IO::Socket::INET;
+    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
+        or die "no free port: $!";
+    my $p = $s->sockport;
+    close $s;
+    return $p;
+}
+
+# GET url: the body of a 2xx answer, else undef
+sub http_get {
+    my ($url) = @_;
+    my $r = $http->get($url);
+    return $r->{success} ? $r->{content} : undef;
+}
 
 sub fake_stats {
     my ($f) = @_;
