@@ -85,7 +85,8 @@ ok(($dash->{title} // '') ne '' && ($dash->{uid} // '') ne '', 'dashboard has a 
 my @panels = grep { ($_->{type} // '') ne 'row' } @{ $dash->{panels} // [] };
 cmp_ok(scalar @panels, '>=', 10, 'dashboard has at least 10 panels');
 my %titles = map { $_->{title} => 1 } @panels;
-for my $t ('Drawers / min', 'ETA (queue / rate)', 'Queue depth', 'Slots busy per endpoint', 'Errors / min by kind', 'LLM latency') {
+for my $t ('Drawers / min', 'ETA (queue / rate)', 'Queue depth', 'Slots busy per endpoint', 'Errors / min by kind', 'LLM latency',
+           'Answer reuse: LLM requests saved / min') {
     ok($titles{$t}, "panel '$t'");
 }
 my (@exprs, %ids);

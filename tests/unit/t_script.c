@@ -722,6 +722,49 @@ static void test_lazy_document(void)
     kgx_script_free(s);
 }
 
+/* economy (issue 14): a table body is encoded with sorted keys, so the same request has the same
+ * bytes whatever order its fields were set in and whichever state encodes it (answer reuse keys on
+ * them); arrays keep their order, numbers and strings encode as lua-cjson does. */
+static const char policy_canon[] =
+    "name = 'canon'\n"
+    "local order = 0\n"
+    "function request(chunk, drawer, ctx)\n"
+    "  order = order + 1\n"
+    "  local b = {}\n"
+    "  local keys = { 'zeta', 'alpha', 'mid', 'n_predict', 'nested', 'list', 'empty', 'B', 'a_b' }\n"
+    "  local vals = { zeta = 'z', alpha = true, mid = 0.5, n_predict = 128, empty = {},\n"
+    "                 nested = { y = 1, x = { 'q', 'p' }, ['1x'] = 'one' }, list = { 3, 1, 2 }, B = 'upper', a_b = chunk }\n"
+    "  for i = 1, #keys do local k = keys[(i + order) % #keys + 1]; b[k] = vals[k] end\n"
+    "  return { path = '/completion', body = b }\n"
+    "end\n"
+    "function parse(body) return {} end\n";
+
+static void test_canonical_body(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/canon.lua", tmpdir);
+    write_file(path, policy_canon, sizeof policy_canon - 1);
+    kgx_script_t *s1 = load(path), *s2 = load(path);
+    ok(s1 && s2, "canon policy loads twice: %s", err);
+    if (!s1 || !s2) return;
+    static const char want[] = "{\"B\":\"upper\",\"a_b\":\"Alice.\",\"alpha\":true,\"empty\":{},\"list\":[3,1,2],"
+                               "\"mid\":0.5,\"n_predict\":128,\"nested\":{\"1x\":\"one\",\"x\":[\"q\",\"p\"],\"y\":1},"
+                               "\"zeta\":\"z\"}";
+    int j1 = split_doc(s1, "Alice.", NULL), j2 = split_doc(s2, "Alice.", NULL);
+    char first[1024];
+    const char *b = request_body(s1, j1, 0);
+    snprintf(first, sizeof first, "%s", b ? b : "");
+    is_str(first, want, "keys sorted bytewise, arrays in order, nested objects sorted");
+    int same = 1;
+    for (int i = 0; i < 12; i++) {       /* fields set in another order each time, in two states */
+        const char *x = request_body(i % 2 ? s1 : s2, i % 2 ? j1 : j2, 0);
+        if (!x || strcmp(x, first)) { same = 0; diag("differs: %s", x ? x : err); break; }
+    }
+    ok(same, "the same request has the same bytes in every order and state");
+    kgx_script_free(s1);
+    kgx_script_free(s2);
+}
+
 int main(void)
 {
     kgx_log_init();
@@ -738,6 +781,7 @@ int main(void)
     test_reload();
     test_skip();
     test_lazy_document();
+    test_canonical_body();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     if (system(cmd) != 0) diag("could not remove %s", tmpdir);
