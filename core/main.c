@@ -144,6 +144,17 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
 static volatile sig_atomic_t g_stop_waiting;
 static void stop_waiting(int sig) { (void)sig; g_stop_waiting = 1; }
 
+/* SIGTERM/SIGINT before the loop's own handlers are up (setup, seeding, loading the policy): nothing is
+ * claimed yet and every statement so far is its own transaction (an interrupted index build is redone by
+ * the next start), so stopping at once is clean — exit 0, as a stop during the run would. */
+static void stop_before_run(int sig)
+{
+    static const char m[] = "stopped before the run began (nothing claimed)\n";
+    (void)sig;
+    if (write(2, m, sizeof m - 1) < 0) { /* nothing to do */ }
+    _exit(0);
+}
+
 /* Sleeps ms unless SIGTERM/SIGINT arrives first; returns 1 when told to stop. */
 static int wait_or_stop(long ms)
 {
@@ -189,10 +200,6 @@ static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
     char err[1024];
     long delay = 1000;
     *stopped = 0;
-    if (cfg->mode == KGX_MODE_DAEMON) {
-        signal(SIGTERM, stop_waiting);
-        signal(SIGINT, stop_waiting);
-    }
     for (;;) {
         kgx_db_fail_t why = KGX_DB_FAIL_NONE;
         int rc = setup_once(cfg, backfill, err, sizeof err, &why);
@@ -206,7 +213,12 @@ static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
             log_err("database: %s (retry in %.0f s)", err, delay / 1000.0);
         else
             log_warn("waiting for the database (retry in %.0f s): %s", delay / 1000.0, err);
-        if (wait_or_stop(delay)) {
+        signal(SIGTERM, stop_waiting);      /* the wait ends at once; the log says so */
+        signal(SIGINT, stop_waiting);
+        int stop = wait_or_stop(delay);
+        signal(SIGTERM, stop_before_run);
+        signal(SIGINT, stop_before_run);
+        if (stop) {
             log_info("stopped while waiting for the database");
             *stopped = 1;
             return 0;
@@ -313,6 +325,8 @@ int main(int argc, char **argv)
     }
     default: {
         int stopped = 0;
+        signal(SIGTERM, stop_before_run);   /* until the loop's handlers take over (engine.c) */
+        signal(SIGINT, stop_before_run);
         if (cfg.mode != KGX_MODE_DRY_RUN && (rc = setup_database(&cfg, cfg.mode == KGX_MODE_BACKFILL, &stopped)))
             break;
         if (stopped) break;

@@ -56,7 +56,7 @@ my $T = quick() ? 1 : trials(3);
     my $new = 'Alice works on Zeus. Bob owns Hammer.';
     for my $t (1 .. $T2) {
         my $dsn = rel_db('requeue', 20, extra => [['dz', $old]]);
-        my $f = start_fake('--latency-ms', quick() ? 800 : 1500);
+        my $f = start_fake('--latency-ms', quick() ? 2500 : 3000);   # long enough for the re-queue to land while it runs, even on a loaded machine
         my $kg = spawn_kgx({ env => kgx_env() }, '--dsn', $dsn, '--endpoint', $f->{url}, '--backfill', '--progress-interval', 5);
         my $infl = wait_until(20, sub {
             my $r = HTTP::Tiny->new->get("$f->{url}/fake/stats?texts=1");
@@ -89,7 +89,7 @@ my $T = quick() ? 1 : trials(3);
         push @notes, "t$t: @d" if @d;
     }
     record(scenario => 're-queue while in flight', trials => $T2, passes => $pass, lost => $lost, dups => 0, recover_s => '-',
-           note => 'drawer text updated + seed enqueue upsert while its 1.5 s request runs; lost = trials whose final facts were not the new text\'s'
+           note => 'drawer text updated + seed enqueue upsert while its 2.5–3 s request runs; lost = trials whose final facts were not the new text\'s'
                    . (@notes ? '; ' . join(' | ', @notes) : ''));
 }
 done_testing();
