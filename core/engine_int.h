@@ -1,6 +1,6 @@
-/* engine_int — what engine.c (the loop: claims, pump, timers, signals, life cycle) and job.c (one
- * drawer's way through the policy, the LLM and the write) share. Not an API: only those two (and
- * budget.c, which admits claimed drawers' text) include it. */
+/* engine_int — what engine.c (the loop: claims, pump, timers, signals, life cycle) and job*.c (one
+ * drawer's way through the policy, the LLM and the write: job.c, job_chunk.c, job_rechunk.c) share. Not
+ * an API: only those (and budget.c, which admits claimed drawers' text, and the sinks) include it. */
 #ifndef KGX_ENGINE_INT_H
 #define KGX_ENGINE_INT_H
 
