@@ -33,11 +33,16 @@ void chunk_release(job_t *j, chunk_t *c)
  * own (answer_cb lands a whole answer on them first). A follower leaving CH_TWIN stops following. */
 void chunk_to(chunk_t *c, int st)
 {
-    if (c->flight && !c->leads && st != CH_TWIN) {
-        kgx_reuse_unfollow(c->flight, c);
+    kgx_flight_t *f = c->flight;
+    if (f && !c->leads && st != CH_TWIN) {
+        kgx_reuse_unfollow(f, c);
         c->flight = NULL;
-    } else if (c->flight && c->leads && st != CH_LOOKUP && st != CH_INFLIGHT && st != CH_PARSE) {
-        kgx_flight_t *f = c->flight;
+    } else if (f && c->leads && kgx_flight_answer(f)) {
+        if (st != CH_DONE) {                /* answered whole: retired when the chunk goes (write, reset) */
+            c->flight = NULL;
+            kgx_reuse_retire(c->job->e->reuse, f);
+        }
+    } else if (f && c->leads && st != CH_LOOKUP && st != CH_INFLIGHT && st != CH_PARSE) {
         c->flight = NULL;
         kgx_reuse_land(c->job->e->reuse, f, NULL);
     }
@@ -166,10 +171,9 @@ static void answer_cb(kgx_hook_outcome_t *o, void *ud)
     }
     if (c->ep && !c->reused) kgx_endpoint_ok(c->ep);
     if (c->flight && c->leads) {              /* economy (issue 14): its twins parse this answer */
-        kgx_flight_t *f = c->flight;
         kgx_reuse_answer_t a = { o->body, o->body_len, c->pt, c->ct };
-        c->flight = NULL;
-        kgx_reuse_land(e->reuse, f, &a);
+        kgx_reuse_land(e->reuse, c->flight, &a);
+        if (!kgx_flight_answer(c->flight)) c->flight = NULL;   /* (kept no copy: gone) */
     }
     add_result(j, c, &o->result);
     dense_split(j, c, &o->result);              /* economy (issue 14) */
@@ -348,6 +352,15 @@ static void request_cb(kgx_hook_outcome_t *o, void *ud)
         size_t klen, boff;
         char *key = kgx_reuse_key(kgx_endpoint_identity(ep), rq->path, rq->body, rq->body_len, &klen, &boff);
         kgx_flight_t *f = key ? kgx_reuse_find(e->reuse, key, klen) : NULL;
+        if (f && kgx_flight_answer(f)) {         /* answered whole a moment ago: take it */
+            free(key);
+            chunk_release(j, c);
+            if (kgx_flight_hash(f)) memcpy(c->req_hash, kgx_flight_hash(f), 65);
+            kgx_metrics.llm_reused[KGX_M_REUSED_FLIGHT]++;
+            chunk_answer(j, c, REUSED_FLIGHT, kgx_flight_answer(f));
+            kgx_engine_pump(e);
+            return;
+        }
         if (f && kgx_reuse_follow(f, c) == 0) {
             free(key);                          /* its twin answers for it: no slot held meanwhile */
             chunk_release(j, c);

@@ -19,6 +19,8 @@ struct kgx_flight {
     void **fol;
     size_t nfol, capfol;
     char hash[65];             /* "" until the lookup came back */
+    kgx_reuse_answer_t ans;    /* landed whole: its answer (own copy), served until the leader retires it */
+    char *ans_body;
     int refs;                  /* 1 while open + 1 while its lookup is pending or in the database */
     int open;
 };
@@ -53,6 +55,7 @@ static uint64_t key_hash(const char *s, size_t n)
 static void flight_unref(kgx_flight_t *f)
 {
     if (--f->refs > 0) return;
+    free(f->ans_body);
     free(f->key);
     free(f->fol);
     free(f);
@@ -239,17 +242,39 @@ void kgx_reuse_unfollow(kgx_flight_t *f, void *follower)
 void kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *answer)
 {
     if (!f->open) return;
-    unlink_flight(r, f);
+    /* a whole answer stays findable (a copy of it) until the leader retires the flight: its drawer's
+     * write, which stores it, may not have committed yet when the next identical request comes */
+    char *copy = answer && !f->ans_body ? malloc(answer->len + 1) : NULL;
+    if (copy) {
+        memcpy(copy, answer->body, answer->len);
+        copy[answer->len] = 0;
+        f->ans_body = copy;
+        f->ans = *answer;
+        f->ans.body = copy;
+    } else {
+        unlink_flight(r, f);
+    }
     /* followers are told in the order they came; the list is ours now (a landed() may open a new
-     * flight with the same key: it is a new flight) */
+     * flight with the same key once this one is unlinked: it is a new flight) */
     void **fol = f->fol;
     size_t n = f->nfol;
     f->fol = NULL;
     f->nfol = f->capfol = 0;
     for (size_t i = 0; i < n; i++) r->cbs.landed(fol[i], f->hash[0] ? f->hash : NULL, answer, r->cbs.ud);
     free(fol);
+    if (!copy) flight_unref(f);
+}
+
+void kgx_reuse_retire(kgx_reuse_t *r, kgx_flight_t *f)
+{
+    if (!f->open) return;
+    unlink_flight(r, f);
+    for (size_t i = 0; i < f->nfol; i++) r->cbs.landed(f->fol[i], NULL, NULL, r->cbs.ud);   /* (none: see land) */
+    f->nfol = 0;
     flight_unref(f);
 }
+
+const kgx_reuse_answer_t *kgx_flight_answer(const kgx_flight_t *f) { return f->ans_body ? &f->ans : NULL; }
 
 const char *kgx_flight_key(const kgx_flight_t *f, size_t *len)
 {

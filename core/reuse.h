@@ -7,6 +7,8 @@
  *             one (holding no slot) and, when the first is answered whole, parses the same answer.
  *             When the first is not answered whole (a failure of any kind, a cut, a cancel), its
  *             followers are sent on their own — nothing waits on a request that will not answer.
+ *             A whole answer stays in the table until its leader's drawer is written (then the
+ *             answers table has it): a request identical to it meanwhile takes it at once.
  *   stored    Before a request is sent, its key is looked up in the answers table by its SHA-256
  *             (an index, not a scan; the database computes the hash, so no hash code lives here).
  *             The keys gathered in one turn of the loop go in one query. A hit is parsed as if the
@@ -76,8 +78,15 @@ int kgx_reuse_follow(kgx_flight_t *f, void *follower);
 /* follower stops waiting (cancelled). */
 void kgx_reuse_unfollow(kgx_flight_t *f, void *follower);
 /* The flight ends: answer = the leader's whole answer (followers parse it), NULL = followers send
- * their own. f is gone after this (its lookup, if still in the database, is ignored). */
+ * their own. With an answer, the flight stays in the table, holding a copy of it (kgx_flight_answer),
+ * until kgx_reuse_retire: an identical request in that window (its drawer's write not committed yet)
+ * takes the answer at once. Without one (or out of memory), f is gone after this (its lookup, if still
+ * in the database, is ignored). */
 void kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *answer);
+/* The leader is done with a landed flight (its drawer written or given up): f is gone after this. */
+void kgx_reuse_retire(kgx_reuse_t *r, kgx_flight_t *f);
+/* A landed flight's answer, or NULL while it is in flight. */
+const kgx_reuse_answer_t *kgx_flight_answer(const kgx_flight_t *f);
 
 const char *kgx_flight_key(const kgx_flight_t *f, size_t *len);
 const char *kgx_flight_hash(const kgx_flight_t *f);   /* hex, once the lookup came back; else NULL */

@@ -7,7 +7,7 @@
 --   python  the MemPalace Python worker's shape: one chat message (instructions + the LAST 6,000
 --           characters of the drawer), response_format json_object, max_tokens 1024, up to 10 triples
 --           without confidence.
--- Requests go one at a time. Prompt tokens evaluated and taken from the slot cache are the server's
+-- Requests go one at a time, all of one shape before the other. Prompt tokens evaluated and taken from the slot cache are the server's
 -- own (timings.prompt_n, timings.cache_n). Output tokens per fact are NOT the tiny test model's
 -- output (it states no facts): for each request, the answer a model following that format would give
 -- for the facts the text sent states (the fake llama-server's grammar, tests/fake/GRAMMAR.md, over
@@ -163,12 +163,21 @@ local n_ctx, slots, build = props()
 local P = shim.policy(POLICY, { n_ctx = n_ctx })
 local kgx_acc, py_acc = new_acc(), new_acc()
 local stated = 0
+local drawers = {}
 for line in io.lines(DRAWERS) do
     local d = cjson.decode(line)
     if d.metadata == cjson.null then d.metadata = nil end
     stated = stated + #model.triples(d.document)
-    kgx_acc.drawers, py_acc.drawers = kgx_acc.drawers + 1, py_acc.drawers + 1
+    drawers[#drawers + 1] = d
+end
+-- each shape alone on the server, as it runs in production: interleaved, the two shapes' prompts take
+-- turns in the slots' caches (the server hands a request the slot whose cached prompt is most alike)
+for _, d in ipairs(drawers) do
+    kgx_acc.drawers = kgx_acc.drawers + 1
     run_kgx(kgx_acc, P, d, n_ctx)
+end
+for _, d in ipairs(drawers) do
+    py_acc.drawers = py_acc.drawers + 1
     run_python(py_acc, d)
 end
 os.remove(TMP)

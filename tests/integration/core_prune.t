@@ -199,7 +199,9 @@ graph_matches(graph_dump($dsn), expected_graph(\%c2), 'after the last prune');
     my $slow = start_fake('--parallel', 2, '--latency-ms', 4000);
     my $id = 'd00012';
     cmp_ok(psql($dsn, "SELECT count(*) FROM kgx_mempalace_kg_support WHERE drawer_id = '$id'"), '>', 0, "$id has facts");
-    # re-queued (say, its text changed), claimed by a daemon whose LLM takes 4 s per request
+    # its text changed and it was re-queued (an unchanged text would be served from its stored answer),
+    # claimed by a daemon whose LLM takes 4 s per request
+    psql($dsn, "UPDATE mempalace_drawers SET document = document || ' Its text changed.' WHERE id = '$id'");
     psql($dsn, "UPDATE mempalace_kg_extraction_queue SET completed_at = NULL, started_at = NULL WHERE drawer_id = '$id'");
     my $k = spawn_kgx({ env => \%noenv }, '--dsn', $dsn, '--endpoint', $slow->{url}, '--poll-interval', 60);
     ok(wait_until(30, sub { queue_count($dsn, "drawer_id = '$id' AND started_at IS NOT NULL AND completed_at IS NULL") == 1 }),

@@ -108,6 +108,18 @@ int main(void)
     kgx_reuse_land(r, fa, &stored);
     ok(b.landed == 1 && b.got_answer && !strcmp(b.hash, h1), "b: landed with a's answer");
     is_int(d.landed, 0, "d (unfollowed) is not told");
+    /* until a's drawer is written, the same request finds the answer in the table at once */
+    probe = key("{\"prompt\":\"x\"}", &la);
+    kgx_flight_t *again = kgx_reuse_find(r, probe, la);
+    free(probe);
+    ok(again == fa && kgx_flight_answer(again) && kgx_flight_answer(again)->len == 16 &&
+       !memcmp(kgx_flight_answer(again)->body, "{\"content\":\"[]\"}", 16) && kgx_flight_answer(again)->prompt_tokens == 10,
+       "a landed flight holds its own copy of the answer, with its token counts");
+    ok(kgx_flight_answer(fc) == NULL, "a flight in the air has no answer yet");
+    kgx_reuse_retire(r, fa);
+    probe = key("{\"prompt\":\"x\"}", &la);
+    ok(kgx_reuse_find(r, probe, la) == NULL, "retired (its drawer written): gone from the table");
+    free(probe);
     /* c's request fails: followers are sent on their own */
     is_int(kgx_reuse_follow(fc, &d), 0, "d follows c");
     kgx_reuse_land(r, fc, NULL);
