@@ -19,7 +19,8 @@ typedef struct {
     int n_endpoints;
     char *model;
     char *policy;            /* NULL: resolved by main (build tree, then install prefix) */
-    int workers, batch_size;
+    int max_in_flight;       /* --workers (the flag keeps its name): LLM requests in flight */
+    int batch_size;
     double poll_interval, lease_seconds, request_timeout, progress_interval;
     int max_attempts;
     char *graph;

@@ -491,7 +491,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
-    e->max_in_flight = cfg->workers;      /* --workers: LLM requests in flight (the flag keeps its name) */
+    e->max_in_flight = cfg->max_in_flight;   /* --workers: LLM requests in flight (the flag keeps its name) */
     kgx_budget_init(&e->budget, cfg->memory_budget);   /* budget: --memory-budget */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
@@ -527,7 +527,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         return NULL;
     }
     e->http = kgx_http_new(&e->loop);
-    kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->workers,
+    kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->max_in_flight,
                        cfg->slots, cfg->n_ctx, endpoints_changed, e);
     e->sink = cfg->mode == KGX_MODE_DRY_RUN ? &kgx_sink_dry : &kgx_sink_db;
     if (e->sink->open(e, err, errlen)) {
@@ -569,7 +569,7 @@ int kgx_engine_run(kgx_engine_t *e)
     kgx_config_t *c = e->cfg;
     e->start_t = now_ms(e);
     log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker_id,
-             policy_name(e), policy_version(e), c->n_endpoints, c->workers,
+             policy_name(e), policy_version(e), c->n_endpoints, c->max_in_flight,
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
     kgx_endpoints_start(&e->eps);
