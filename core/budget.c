@@ -116,7 +116,7 @@ static void text_cb(int status, char *text, size_t len, int pieces, const char *
             job_charge(j, KGX_OUT_DB, msg);   /* [core] outcome, not metric */
         } else {
             log_warn("drawer=%s reading its text failed: %s", j->row.drawer_id, err ? err : "?");
-            j->not_before = kgx_engine_now(e) + 1000;
+            j->not_before = kgx_engine_now(e) + TEXT_REREAD_MS;
         }
         break;
     }

@@ -238,10 +238,10 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
     c->request_timeout = 120;
     c->progress_interval = 60;
     c->log_level = KGX_LOG_INFO;
-    c->min_confidence = 0.5;
-    c->max_triples = 10;
+    c->min_confidence = KGX_DEFAULT_MIN_CONFIDENCE;
+    c->max_triples = KGX_DEFAULT_MAX_TRIPLES;
     c->keep_answers = 1;
-    c->hook_timeout_ms = 2000;     /* [core] the policy hook watchdog */
+    c->hook_timeout_ms = KGX_DEFAULT_HOOK_TIMEOUT_MS;
     c->retry_base_ms = 1000;       /* [core] first retry backoff of a charged failure */
     c->memory_budget = KGX_MEMORY_BUDGET_DEFAULT;
     c->graph = strdup("mempalace_kg");

@@ -348,7 +348,7 @@ static void watch_cb(uv_fs_event_t *w, const char *filename, int events, int sta
     kgx_engine_t *e = w->data;
     size_t n = filename ? strlen(filename) : 0;
     if (status < 0 || n < 4 || strcmp(filename + n - 4, ".lua")) return;
-    uv_timer_start(&e->reload_debounce, reload_debounce_cb, 500, 0);
+    uv_timer_start(&e->reload_debounce, reload_debounce_cb, RELOAD_DEBOUNCE_MS, 0);
 }
 
 static void start_watching(kgx_engine_t *e)
@@ -496,7 +496,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
-    e->retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 1000.0;
+    e->retry_base_ms = cfg->retry_base_ms;   /* config.c: KGX_RETRY_BASE_MS, default 1000 */
     e->tty = isatty(2) && !getenv("JOURNAL_STREAM");
     if (cfg->worker_id) {
         snprintf(e->worker_id, sizeof e->worker_id, "%s", cfg->worker_id);

@@ -60,16 +60,14 @@ typedef struct {
     const char *plugins_dir;   /* NULL: "<dir of policy>/../plugins" */
     const char *model;
     int n_ctx;                 /* per-slot context; 0 unknown */
-    double min_confidence;     /* MEMPALACE_KG_MIN_CONFIDENCE, default 0.5 */
-    int max_triples;           /* MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER, default 10 (per LLM call) */
-    int hook_timeout_ms;       /* watchdog per hook call; default KGX_HOOK_TIMEOUT_MS */
+    double min_confidence;     /* MEMPALACE_KG_MIN_CONFIDENCE; 0: KGX_DEFAULT_MIN_CONFIDENCE (config.h) */
+    int max_triples;           /* MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER (per LLM call); 0: the default */
+    int hook_timeout_ms;       /* watchdog per hook call; default KGX_DEFAULT_HOOK_TIMEOUT_MS */
     size_t max_memory;         /* Lua heap ceiling in bytes per state; default 256 MiB */
     size_t max_chunks;         /* cap on split's list; default 4096 */
     size_t max_body;           /* cap on request body bytes; default 4 MiB */
     size_t max_triples_raw;    /* cap on parse's list; default 1000 */
 } kgx_script_opts_t;
-
-#define KGX_HOOK_TIMEOUT_MS 2000
 
 typedef struct {
     const char *id, *wing, *room;   /* wing/room may be NULL */
