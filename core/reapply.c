@@ -273,6 +273,6 @@ int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script)
     PQfinish(c);
     fprintf(stderr, "reapply: drawers=%lld facts=%lld dropped=%lld failed=%lld skipped=%lld\n",
             ra.drawers, ra.facts, ra.dropped, ra.failed, ra.skipped);
-    if (ra.stopping) fprintf(stderr, "reapply: stopped early (stuck policy hooks): run it again to finish\n");
+    if (ra.stopping) fprintf(stderr, "reapply: stopped at the cap of stuck hook threads: run it again once the policy is fixed\n");
     return rc || ra.stopping ? 1 : ra.failed ? 1 : 0;
 }
