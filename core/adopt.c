@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "db.h"
 #include "graph.h"
+#include "hooks.h"
 #include "log.h"
 #include "names.h"
 
@@ -141,7 +142,96 @@ int kgx_adopt_running(PGconn *c, const char *graph, char *err, size_t errlen)
     return rc;
 }
 
-/* ---- step 1: relation types through the policy ---- */
+/* ---- step 1: relation types through the policy ----
+ * The accept calls run on the hook threads (hooks.c) with a loop of their own, as the daemon's do: the
+ * watchdog stops an accept stuck inside a C call too, and --adopt then fails with its message (nothing
+ * of this step is committed; a rerun starts it over). The mapping is built in the order of the list. */
+
+typedef struct mapper mapper_t;
+
+typedef struct {
+    mapper_t *m;
+    char *rel, *raw_kept, *why;     /* kept: rel (and the raw predicate kept); rejected: why */
+    int state;                      /* 0 waiting, 1 kept, 2 rejected, 3 failed */
+} relmap_t;
+
+struct mapper {
+    uv_loop_t loop;
+    kgx_hooks_t *hooks;
+    uv_timer_t keep;                /* keeps uv_run(ONCE) waiting: the pool's own handles are unref'd */
+    int inflight, failed, closing;
+    char err[1024];                 /* the first failure */
+};
+
+#define ACCEPT_INFLIGHT 64
+
+static void accepted_cb(kgx_hook_outcome_t *o, void *ud)
+{
+    relmap_t *x = ud;
+    mapper_t *m = x->m;
+    m->inflight--;
+    if (o->rc && m->closing) {      /* given up on: interrupted, or after an earlier failure */
+        x->state = 3;
+    } else if (o->rc) {
+        if (!m->failed) snprintf(m->err, sizeof m->err, "%s", o->err);
+        m->failed = 1;
+        x->state = 3;
+    } else if (o->rejected) {
+        x->why = strdup(o->why ? o->why : "");
+        x->state = 2;
+    } else {
+        x->rel = o->triple.predicate;
+        x->raw_kept = o->triple.raw_predicate;
+        o->triple.predicate = o->triple.raw_predicate = NULL;
+        x->state = 1;
+    }
+}
+
+static void keep_cb(uv_timer_t *t) { (void)t; }
+static void handle_closed(uv_handle_t *h) { (void)h; }
+
+/* Runs accept on every relation type of r (column 0) into v; takes the policy. 0, 1 interrupted, -1 + err. */
+static int accept_all(kgx_script_t *policy, PGresult *r, relmap_t *v, char *err, size_t errlen)
+{
+    mapper_t m = { 0 };
+    uv_loop_init(&m.loop);
+    /* no cap callback: the first accept the watchdog gives up on fails the step, so one thread at most */
+    if (!(m.hooks = kgx_hooks_new(&m.loop, policy, NULL, NULL, err, errlen))) {   /* takes the state */
+        uv_loop_close(&m.loop);
+        return -1;
+    }
+    uv_timer_init(&m.loop, &m.keep);
+    uv_timer_start(&m.keep, keep_cb, 1000, 1000);
+    kgx_drawer_t d = { "kgx-adopt", NULL, NULL, "", 0, NULL };
+    kgx_drawer_box_t *box = kgx_drawer_box_new(&d);
+    int n = PQntuples(r);
+    for (int i = 0; i < n && box && !m.failed && !g_stop; i++) {
+        v[i].m = &m;
+        if (PQgetisnull(r, i, 0)) continue;          /* no relation_type at all: rejected by the SQL */
+        while (m.inflight >= ACCEPT_INFLIGHT && !m.failed && !g_stop) uv_run(&m.loop, UV_RUN_ONCE);
+        /* neutral names and full confidence: only the predicate can be judged */
+        if (!kgx_hooks_accept(m.hooks, NULL, box, "adopted subject", PQgetvalue(r, i, 0), "adopted object", 1.0,
+                              "adopt", accepted_cb, &v[i])) {
+            snprintf(m.err, sizeof m.err, "relation map: out of memory");
+            m.failed = 1;
+            break;
+        }
+        m.inflight++;
+    }
+    if (!box) { snprintf(m.err, sizeof m.err, "relation map: out of memory"); m.failed = 1; }
+    while (m.inflight > 0 && !m.failed && !g_stop) uv_run(&m.loop, UV_RUN_ONCE);
+    kgx_drawer_box_unref(box);
+    m.closing = 1;
+    kgx_hooks_free(m.hooks);        /* never waits for a stuck hook; what is still out fails now */
+    uv_close((uv_handle_t *)&m.keep, handle_closed);
+    uv_run(&m.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&m.loop);
+    if (m.failed) {
+        snprintf(err, errlen, "%s", m.err);
+        return -1;
+    }
+    return g_stop ? 1 : 0;
+}
 
 static int map_relations(adopt_t *a, kgx_script_t *policy, char *err, size_t errlen)
 {
@@ -156,12 +246,14 @@ static int map_relations(adopt_t *a, kgx_script_t *policy, char *err, size_t err
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         kgx_db_result_error(err, errlen, "reading relation types: ", r);
         PQclear(r);
+        kgx_script_free(policy);
         return -1;
     }
-    kgx_drawer_t d = { "kgx-adopt", NULL, NULL, "", 0, NULL };
-    int job = kgx_script_job_new(policy, &d, err, errlen);
-    if (job <= 0) { PQclear(r); return -1; }
-    int rc = tx_begin(a, err, errlen);
+    int n = PQntuples(r);
+    relmap_t *v = calloc((size_t)n + 1, sizeof *v);
+    int rc = v ? accept_all(policy, r, v, err, errlen) : -1;
+    if (!v) { kgx_script_free(policy); snprintf(err, errlen, "relation map: out of memory"); }
+    if (!rc) rc = tx_begin(a, err, errlen);
     char del[256];
     snprintf(del, sizeof del, "DELETE FROM public.kgx_%s_adopt_rel", g);
     if (!rc) rc = exec(a, del, "relation map", err, errlen);
@@ -171,61 +263,49 @@ static int map_relations(adopt_t *a, kgx_script_t *policy, char *err, size_t err
              " SELECT raw, rel, raw_kept, reason FROM jsonb_to_recordset($1::jsonb)"
              " AS x(raw text, rel text, raw_kept text, reason text)", g);
     kgx_buf_t b = { 0 };
-    int n = PQntuples(r), inbuf = 0;
+    int inbuf = 0;
     for (int i = 0; i < n && !rc; i++) {
-        if (PQgetisnull(r, i, 0)) continue;          /* no relation_type at all: rejected by the SQL */
-        const char *raw = PQgetvalue(r, i, 0);
-        kgx_triple_t t;
-        char why[512];
-        /* neutral names and full confidence: only the predicate can be judged */
-        int v = kgx_script_accept_one(policy, job, "adopted subject", raw, "adopted object", 1.0, &t,
-                                      why, sizeof why, err, errlen);
-        if (v < 0) { rc = -1; break; }
-        kgx_buf_adds(&b, inbuf ? ",{\"raw\":" : "[{\"raw\":");
-        kgx_buf_json_str(&b, raw);
-        if (v == 0) {
-            kgx_buf_adds(&b, ",\"rel\":");
-            kgx_buf_json_str(&b, t.predicate);
-            kgx_buf_adds(&b, ",\"raw_kept\":");
-            if (t.raw_predicate) kgx_buf_json_str(&b, t.raw_predicate); else kgx_buf_adds(&b, "null");
+        relmap_t *x = &v[i];
+        if (x->state == 1 || x->state == 2) {
+            const char *raw = PQgetvalue(r, i, 0);
+            kgx_buf_adds(&b, inbuf ? ",{\"raw\":" : "[{\"raw\":");
+            kgx_buf_json_str(&b, raw);
+            if (x->state == 1) {
+                kgx_buf_adds(&b, ",\"rel\":");
+                kgx_buf_json_str(&b, x->rel);
+                kgx_buf_adds(&b, ",\"raw_kept\":");
+                if (x->raw_kept) kgx_buf_json_str(&b, x->raw_kept); else kgx_buf_adds(&b, "null");
+                if (!strcmp(x->rel, "other")) a->rel_other++;
+                a->rel_mapped++;
+            } else {
+                kgx_buf_adds(&b, ",\"reason\":");
+                kgx_buf_json_str(&b, x->why);
+                a->rel_rejected++;
+                log_debug("adopt: relation type '%s' rejected by the policy: %s", raw, x->why);
+            }
             kgx_buf_adds(&b, "}");
-            if (!strcmp(t.predicate, "other")) a->rel_other++;
-            a->rel_mapped++;
-            free(t.subject); free(t.predicate); free(t.object); free(t.raw_predicate);
-        } else {
-            kgx_buf_adds(&b, ",\"reason\":");
-            kgx_buf_json_str(&b, why);
-            kgx_buf_adds(&b, "}");
-            a->rel_rejected++;
-            log_debug("adopt: relation type '%s' rejected by the policy: %s", raw, why);
+            inbuf++;
         }
-        inbuf++;
-        if (inbuf == MAP_CHUNK || i == n - 1) {
+        if (inbuf && (inbuf == MAP_CHUNK || i == n - 1)) {   /* the last rows may be NULL predicates */
             kgx_buf_adds(&b, "]");
             const char *p[] = { b.p };
-            PGresult *x = PQexecParams(a->c, ins, 1, NULL, p, NULL, NULL, 0);
-            if (PQresultStatus(x) != PGRES_COMMAND_OK) {
-                kgx_db_result_error(err, errlen, "relation map: ", x);
+            PGresult *x2 = PQexecParams(a->c, ins, 1, NULL, p, NULL, NULL, 0);
+            if (PQresultStatus(x2) != PGRES_COMMAND_OK) {
+                kgx_db_result_error(err, errlen, "relation map: ", x2);
                 rc = -1;
             }
-            PQclear(x);
+            PQclear(x2);
             b.len = 0;
             if (b.p) b.p[0] = 0;
             inbuf = 0;
         }
     }
-    if (!rc && inbuf) {                                   /* the last rows were NULL predicates */
-        kgx_buf_adds(&b, "]");
-        const char *p[] = { b.p };
-        PGresult *x = PQexecParams(a->c, ins, 1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(x) != PGRES_COMMAND_OK) { kgx_db_result_error(err, errlen, "relation map: ", x); rc = -1; }
-        PQclear(x);
-    }
     kgx_buf_free(&b);
-    kgx_script_job_free(policy, job);
+    for (int i = 0; v && i < n; i++) { free(v[i].rel); free(v[i].raw_kept); free(v[i].why); }
+    free(v);
     PQclear(r);
     if (!rc) rc = tx_commit(a, err, errlen);
-    else tx_abort(a);
+    else if (rc < 0) tx_abort(a);
     return rc;
 }
 
@@ -442,7 +522,8 @@ int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy)
         if (exec(&a, an, "analyze", err, sizeof err)) goto out;
     }
     log_info("adopt: graph %s%s, batches of %d", cfg->graph, a.dry ? " (dry run)" : "", a.batch);
-    int s = map_relations(&a, policy, err, sizeof err);
+    int s = map_relations(&a, policy, err, sizeof err);   /* takes the policy */
+    policy = NULL;
     if (!s) s = step_vertices(&a, err, sizeof err);
     long long sup0 = -1;
     if (!s && (sup0 = support_rows(&a, err, sizeof err)) < 0) goto out;
@@ -478,6 +559,7 @@ out:
     PQfinish(a.c);
     free(sql);
     free(schema);
+    kgx_script_free(policy);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
     return rc < 0 ? 1 : rc;

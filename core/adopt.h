@@ -20,7 +20,8 @@
 #include "config.h"
 #include "script.h"
 
-/* Runs --adopt. Returns the exit code (0 done, 1 refused or failed). */
+/* Runs --adopt; takes the policy state (its hooks run on a hook thread, hooks.c). Returns the exit
+ * code (0 done, 1 refused or failed). */
 int kgx_adopt_run(const kgx_config_t *cfg, kgx_script_t *policy);
 
 /* 1 when an --adopt holds the graph (a daemon must not start writing), 0 when not, -1 on error (err). */

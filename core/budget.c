@@ -4,6 +4,7 @@
 #include "engine_int.h"
 #include "log.h"
 #include "metrics.h"
+#include "sink.h"
 
 #include <malloc.h>
 #include <stdio.h>
@@ -115,7 +116,7 @@ static void text_cb(int status, char *text, size_t len, int pieces, const char *
             job_charge(j, KGX_OUT_DB, msg);   /* [core] outcome, not metric */
         } else {
             log_warn("drawer=%s reading its text failed: %s", j->row.drawer_id, err ? err : "?");
-            j->not_before = kgx_engine_now(e) + 1000;
+            j->not_before = kgx_engine_now(e) + TEXT_REREAD_MS;
         }
         break;
     }
@@ -125,7 +126,7 @@ static void text_cb(int status, char *text, size_t len, int pieces, const char *
 void kgx_budget_admit(kgx_engine_t *e)
 {
     kgx_budget_t *b = &e->budget;
-    if (!e->db || kgx_engine_stopping(e)) return;
+    if (!e->sink->reads_text || kgx_engine_stopping(e)) return;
     uint64_t now = kgx_engine_now(e);
     for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
         if (j->state != JOB_WAIT_SPLIT || j->row.text_pending != 1 || j->not_before > now) continue;
@@ -174,7 +175,7 @@ int kgx_budget_need_text(kgx_engine_t *e, job_t *j)
 
 void kgx_budget_split_done(kgx_engine_t *e, job_t *j)
 {
-    if (!e->db || !j->row.document) return;   /* --dry-run: the only copy there is */
+    if (!e->sink->reads_text || !j->row.document) return;   /* --dry-run: the only copy there is */
     free(j->row.document);
     j->row.document = NULL;
     j->row.text_pending = 3;

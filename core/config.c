@@ -233,7 +233,7 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
 {
     memset(c, 0, sizeof *c);
     c->mode = KGX_MODE_DAEMON;
-    c->workers = 8;
+    c->max_in_flight = 8;
     c->batch_size = 20;
     c->poll_interval = 30;
     c->lease_seconds = 900;
@@ -241,10 +241,10 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
     c->request_timeout = 120;
     c->progress_interval = 60;
     c->log_level = KGX_LOG_INFO;
-    c->min_confidence = 0.5;
-    c->max_triples = 10;
+    c->min_confidence = KGX_DEFAULT_MIN_CONFIDENCE;
+    c->max_triples = KGX_DEFAULT_MAX_TRIPLES;
     c->keep_answers = 1;
-    c->hook_timeout_ms = 2000;     /* [core] the policy hook watchdog */
+    c->hook_timeout_ms = KGX_DEFAULT_HOOK_TIMEOUT_MS;
     c->retry_base_ms = 1000;       /* [core] first retry backoff of a charged failure */
     c->memory_budget = KGX_MEMORY_BUDGET_DEFAULT;
     c->graph = strdup("mempalace_kg");
@@ -326,7 +326,7 @@ int kgx_config_parse(kgx_config_t *c, int argc, char **argv, char *err, size_t e
         case O_ENDPOINT: if (set_endpoints(c, v, err, errlen)) return 2; break;
         case O_MODEL: set_str(&c->model, v); break;
         case O_POLICY: set_str(&c->policy, v); break;
-        case O_WORKERS: if (parse_int(v, 1, 4096, &l)) BAD("expected 1..4096, got '%s'"); c->workers = (int)l; break;
+        case O_WORKERS: if (parse_int(v, 1, 4096, &l)) BAD("expected 1..4096, got '%s'"); c->max_in_flight = (int)l; break;
         case O_BATCH: if (parse_int(v, 1, 10000, &l)) BAD("expected 1..10000, got '%s'"); c->batch_size = (int)l; break;
         case O_POLL: if (parse_num(v, 0.01, 86400, &c->poll_interval)) BAD("expected seconds, got '%s'"); break;
         case O_LEASE: if (parse_num(v, 1, 86400 * 7, &c->lease_seconds)) BAD("expected seconds, got '%s'"); break;

@@ -8,6 +8,12 @@
 
 #define KGX_MAX_ENDPOINTS 16
 
+/* Defaults config.c applies that the policy host (script_load.c) also falls back to when a caller
+ * leaves the option 0 (the unit tests): defined here, once. */
+#define KGX_DEFAULT_MIN_CONFIDENCE 0.5     /* MEMPALACE_KG_MIN_CONFIDENCE */
+#define KGX_DEFAULT_MAX_TRIPLES 10         /* MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER: per LLM call */
+#define KGX_DEFAULT_HOOK_TIMEOUT_MS 2000   /* KGX_HOOK_TIMEOUT_MS: the policy hook watchdog */
+
 typedef enum { KGX_MODE_DAEMON, KGX_MODE_ONCE, KGX_MODE_BACKFILL, KGX_MODE_STATUS,
                KGX_MODE_DRY_RUN, KGX_MODE_REAPPLY, KGX_MODE_HELP, KGX_MODE_VERSION,
                KGX_MODE_ADOPT, KGX_MODE_PRUNE, KGX_MODE_FOLLOW_DELETES } kgx_mode_t;
@@ -19,7 +25,8 @@ typedef struct {
     int n_endpoints;
     char *model;
     char *policy;            /* NULL: resolved by main (build tree, then install prefix) */
-    int workers, batch_size;
+    int max_in_flight;       /* --workers (the flag keeps its name): LLM requests in flight */
+    int batch_size;
     double poll_interval, lease_seconds, request_timeout, progress_interval;
     int max_attempts;
     char *graph;
@@ -37,7 +44,7 @@ typedef struct {
     int slots;               /* --slots override of an endpoint's slot count; 0 = from /props */
     int keep_answers;        /* store raw answers (default 1) */
     int fresh_answers;       /* --fresh-answers / KGX_FRESH_ANSWERS=1: no answer reuse (economy, issue 14) */
-    int hook_timeout_ms;     /* KGX_HOOK_TIMEOUT_MS: the policy hook watchdog (default 2000) */
+    int hook_timeout_ms;     /* KGX_HOOK_TIMEOUT_MS: the policy hook watchdog */
     double retry_base_ms;    /* KGX_RETRY_BASE_MS: first backoff after a charged failure (default 1000) */
     size_t memory_budget;    /* --memory-budget: bytes for drawers in flight (budget.c; default in config.c) */
     char *reapply_where;     /* --reapply-drawer ID (optional filter) */

@@ -1,4 +1,5 @@
-/* db — see db.h. Non-blocking libpq connections driven by uv_poll_t.
+/* db — see db.h. Non-blocking libpq connections driven by uv_poll_t (the blocking connections and
+ * the errors by class are db_open.c's).
  *
  * Each connection moves DOWN → CONNECTING (PQconnectPoll) → SETUP (setup_sql, then LISTENs on
  * the listen connection, one PQsendQuery at a time) → IDLE ⇄ BUSY (one user statement), and
@@ -12,12 +13,9 @@
 #include "db.h"
 #include "log.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define DB_BACKOFF_MIN_MS 100
 #define DB_BACKOFF_MAX_MS 5000
@@ -78,8 +76,6 @@ struct kgx_db {
 };
 
 static void conn_lost(db_conn_t *c, const char *why);
-static void class_error(char *err, size_t errlen, const char *prefix, const char *msg, const char *code,
-                        kgx_db_fail_t f);
 static void conn_next_setup(db_conn_t *c);
 static void on_poll(uv_poll_t *p, int status, int events);
 
@@ -92,25 +88,6 @@ static char *xstrdup(const char *s)
     char *p = malloc(n);
     if (p) memcpy(p, s, n);
     return p;
-}
-
-/* First line of msg, trailing blanks trimmed, into buf. */
-static const char *first_line(const char *msg, char *buf, size_t len)
-{
-    if (!msg || !*msg) msg = "unknown error";
-    size_t n = strcspn(msg, "\r\n");
-    while (n > 0 && (msg[n - 1] == ' ' || msg[n - 1] == '\t')) n--;
-    if (n >= len) n = len - 1;
-    memcpy(buf, msg, n);
-    buf[n] = '\0';
-    return buf;
-}
-
-void kgx_db_result_error(char *err, size_t errlen, const char *prefix, const PGresult *r)
-{
-    char line[1024];
-    first_line(r ? PQresultErrorMessage(r) : NULL, line, sizeof line);
-    snprintf(err, errlen, "%s%s", prefix ? prefix : "", line);
 }
 
 static void stmt_free(db_stmt_t *s)
@@ -218,7 +195,7 @@ static void notice_cb(void *arg, const char *message)
 {
     db_conn_t *c = arg;
     char line[256];
-    first_line(message, line, sizeof line);
+    kgx_db_first_line(message, line, sizeof line);
     if (!strncmp(line, "FATAL", 5)) snprintf(c->fatal, sizeof c->fatal, "%s", line);
     log_debug("db notice conn=%d: %s", c->id, line);
 }
@@ -335,7 +312,7 @@ static void conn_run(db_conn_t *c, db_stmt_t *s)
                            NULL, NULL, 0)) {
         if (PQstatus(c->pg) == CONNECTION_OK) {   /* refused locally (e.g. bad params): only this one fails */
             char err[512];
-            first_line(PQerrorMessage(c->pg), err, sizeof err);
+            kgx_db_first_line(PQerrorMessage(c->pg), err, sizeof err);
             c->running = NULL;
             db->running--;
             c->state = C_IDLE;
@@ -389,7 +366,7 @@ static void conn_stmt_done(db_conn_t *c)
     if (PQstatus(c->pg) == CONNECTION_BAD) {
         /* e.g. pg_terminate_backend: the FATAL error arrives as the statement's result */
         char why[512];
-        first_line(res && is_error_result(res) ? PQresultErrorMessage(res) : PQerrorMessage(c->pg),
+        kgx_db_first_line(res && is_error_result(res) ? PQresultErrorMessage(res) : PQerrorMessage(c->pg),
                    why, sizeof why);
         if (res) PQclear(res);
         conn_lost(c, why);
@@ -398,7 +375,7 @@ static void conn_stmt_done(db_conn_t *c)
     if (c->state == C_SETUP) {
         if (res && is_error_result(res)) {
             char why[512], msg[600];
-            first_line(PQresultErrorMessage(res), why, sizeof why);
+            kgx_db_first_line(PQresultErrorMessage(res), why, sizeof why);
             snprintf(msg, sizeof msg, "setup statement %d failed: %s", c->setup_idx + 1, why);
             PQclear(res);
             conn_lost(c, msg);
@@ -416,7 +393,7 @@ static void conn_stmt_done(db_conn_t *c)
     char err[512];
     const char *e = NULL, *sqlstate = NULL;
     if (res && is_error_result(res)) {
-        e = first_line(PQresultErrorMessage(res), err, sizeof err);
+        e = kgx_db_first_line(PQresultErrorMessage(res), err, sizeof err);
         sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     } else if (!res) {
         e = "no result";
@@ -504,14 +481,14 @@ static void conn_lost(db_conn_t *c, const char *why)
         char code[6];
         kgx_db_message_sqlstate(why, code);
         kgx_db_fail_t f = kgx_db_classify(code[0] ? code : NULL, why);
-        class_error(line, sizeof line, "", why, code, f);
+        kgx_db_class_error(line, sizeof line, "", why, code, f);
         uint64_t now = uv_now(db->loop);
         if (kgx_db_fail_permanent(f) && (!db->fail_logged_at || now - db->fail_logged_at >= 30000)) {
             db->fail_logged_at = now;
             log_err("database: %s", line);
         }
     } else {
-        first_line(c->fatal[0] ? c->fatal : why, line, sizeof line);
+        kgx_db_first_line(c->fatal[0] ? c->fatal : why, line, sizeof line);
     }
     conn_close(c);
     int delay = c->backoff_ms;
@@ -676,214 +653,3 @@ int kgx_db_listen(kgx_db_t *db, const char *channel, kgx_db_notify_cb cb, void *
 int kgx_db_is_up(const kgx_db_t *db) { return db && !db->closing && pool_ready(db); }
 
 size_t kgx_db_pending(const kgx_db_t *db) { return db ? db->queued + db->running : 0; }
-
-/* ---- database errors by class ---- */
-
-kgx_db_fail_t kgx_db_classify(const char *sqlstate, const char *msg)
-{
-    if (!sqlstate || !*sqlstate) return msg ? KGX_DB_FAIL_OTHER : KGX_DB_FAIL_NONE;
-    if (!strcmp(sqlstate, "28P01")) return KGX_DB_FAIL_AUTH;
-    if (!strcmp(sqlstate, "28000")) return KGX_DB_FAIL_ROLE;
-    if (!strcmp(sqlstate, "3D000")) return KGX_DB_FAIL_DATABASE;
-    /* LOAD 'age' without the library (58P01), CREATE EXTENSION age without its control file (0A000
-     * "extension \"age\" is not available" since PostgreSQL 15, 58P01 before) */
-    if ((!strcmp(sqlstate, "58P01") || !strcmp(sqlstate, "0A000")) && msg && strstr(msg, "age"))
-        return KGX_DB_FAIL_AGE;
-    if (!strcmp(sqlstate, "3F000") && msg && strstr(msg, "ag_catalog")) return KGX_DB_FAIL_AGE;
-    return KGX_DB_FAIL_OTHER;
-}
-
-int kgx_db_fail_permanent(kgx_db_fail_t f)
-{
-    return f == KGX_DB_FAIL_AUTH || f == KGX_DB_FAIL_ROLE || f == KGX_DB_FAIL_DATABASE
-        || f == KGX_DB_FAIL_AGE || f == KGX_DB_FAIL_AGE_CREATE;
-}
-
-const char *kgx_db_fail_fix(kgx_db_fail_t f)
-{
-    switch (f) {
-    case KGX_DB_FAIL_AUTH:
-        return "authentication failed: fix the password (password= in the DSN, PGPASSWORD or ~/.pgpass)";
-    case KGX_DB_FAIL_ROLE:
-        return "the server does not let this role in: check user= in the DSN, create the role "
-               "(CREATE ROLE name LOGIN), or allow it in pg_hba.conf";
-    case KGX_DB_FAIL_DATABASE:
-        return "no such database: fix dbname= in the DSN, or create it (createdb NAME)";
-    case KGX_DB_FAIL_AGE:
-        return "Apache AGE is not installed on the database server: install it (Debian: postgresql-NN-age) "
-               "and restart PostgreSQL";
-    case KGX_DB_FAIL_AGE_CREATE:
-        return "Apache AGE is not created in this database and this role may not create it: "
-               "run CREATE EXTENSION age; in it once as a superuser";
-    default:
-        return "";
-    }
-}
-
-int kgx_db_message_sqlstate(const char *msg, char code[6])
-{
-    static const char *const sev[] = { "FATAL:  ", "ERROR:  ", "PANIC:  ", NULL };
-    for (int i = 0; msg && sev[i]; i++) {
-        for (const char *p = strstr(msg, sev[i]); p; p = strstr(p + 1, sev[i])) {
-            const char *c = p + strlen(sev[i]);
-            int k = 0;
-            while (k < 5 && ((c[k] >= '0' && c[k] <= '9') || (c[k] >= 'A' && c[k] <= 'Z'))) k++;
-            if (k == 5 && c[5] == ':') {
-                memcpy(code, c, 5);
-                code[5] = '\0';
-                return 0;
-            }
-        }
-    }
-    code[0] = '\0';
-    return -1;
-}
-
-int kgx_db_dsn_check(const char *dsn, char *err, size_t errlen)
-{
-    char *msg = NULL;
-    PQconninfoOption *o = PQconninfoParse(dsn ? dsn : "", &msg);
-    if (o) {
-        PQconninfoFree(o);
-        return 0;
-    }
-    char line[512];
-    first_line(msg ? msg : "out of memory", line, sizeof line);
-    snprintf(err, errlen, "%s", line);
-    if (msg) PQfreemem(msg);
-    return -1;
-}
-
-/* err = prefix + the first line of msg (without the verbose "XXXXX: " of a connection error), and for
- * permanent classes " [code]; fix: …". */
-static void class_error(char *err, size_t errlen, const char *prefix, const char *msg, const char *code,
-                        kgx_db_fail_t f)
-{
-    char line[512], clean[512];
-    first_line(msg, line, sizeof line);
-    const char *at = code && *code ? strstr(line, code) : NULL;
-    if (at && at[5] == ':' && at[6] == ' ')
-        snprintf(clean, sizeof clean, "%.*s%s", (int)(at - line), line, at + 7);
-    else
-        snprintf(clean, sizeof clean, "%s", line);
-    if (kgx_db_fail_permanent(f))
-        snprintf(err, errlen, "%s%s [%s]; fix: %s", prefix, clean, code && *code ? code : "-", kgx_db_fail_fix(f));
-    else
-        snprintf(err, errlen, "%s%s", prefix, clean);
-}
-
-/* connect_timeout from the DSN (libpq applies it only to PQconnectdb, not to a polled connection) */
-static int dsn_connect_timeout_ms(PGconn *pg)
-{
-    int ms = -1;
-    PQconninfoOption *o = PQconninfo(pg);
-    for (PQconninfoOption *x = o; x && x->keyword; x++)
-        if (!strcmp(x->keyword, "connect_timeout") && x->val && atoi(x->val) > 0) ms = atoi(x->val) * 1000;
-    PQconninfoFree(o);
-    if (ms > 0 && ms < 2000) ms = 2000;   /* libpq's own minimum */
-    return ms;
-}
-
-PGconn *kgx_db_open(const char *dsn, const char *const *setup_sql, char *err, size_t errlen, kgx_db_fail_t *why)
-{
-    char buf[8];
-    if (!err || !errlen) { err = buf; errlen = sizeof buf; }
-    err[0] = '\0';
-    kgx_db_fail_t dummy;
-    if (!why) why = &dummy;
-    *why = KGX_DB_FAIL_NONE;
-    PGconn *pg = PQconnectStart(dsn ? dsn : "");
-    if (!pg) {
-        snprintf(err, errlen, "out of memory");
-        *why = KGX_DB_FAIL_OTHER;
-        return NULL;
-    }
-    /* verbose errors while connecting: the only way to see the server's SQLSTATE of a refusal */
-    PQsetErrorVerbosity(pg, PQERRORS_VERBOSE);
-    int timeout = dsn_connect_timeout_ms(pg);
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    PostgresPollingStatusType st = PQstatus(pg) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
-    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-        struct pollfd p = { PQsocket(pg), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0 };
-        int wait = -1;
-        if (timeout > 0) {
-            struct timespec t;
-            clock_gettime(CLOCK_MONOTONIC, &t);
-            long el = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-            if (el >= timeout) break;
-            wait = (int)(timeout - el);
-        }
-        int n = poll(&p, 1, wait);
-        if (n < 0 && errno != EINTR) break;
-        if (n == 0 && timeout > 0) continue;     /* re-checks the deadline */
-        if (n > 0 || errno != EINTR) st = PQconnectPoll(pg);
-    }
-    if (st != PGRES_POLLING_OK) {
-        char code[6];
-        const char *msg = st == PGRES_POLLING_FAILED ? PQerrorMessage(pg) : "timeout expired";
-        kgx_db_message_sqlstate(msg, code);
-        *why = kgx_db_classify(code[0] ? code : NULL, msg);
-        if (*why == KGX_DB_FAIL_NONE) *why = KGX_DB_FAIL_OTHER;
-        class_error(err, errlen, "", msg, code, *why);
-        PQfinish(pg);
-        return NULL;
-    }
-    PQsetErrorVerbosity(pg, PQERRORS_DEFAULT);
-    for (int i = 0; setup_sql && setup_sql[i]; i++) {
-        PGresult *r = PQexec(pg, setup_sql[i]);
-        ExecStatusType rs = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-        if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
-            const char *code = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-            const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(pg);
-            char pre[64];
-            *why = kgx_db_classify(code, msg);
-            if (*why == KGX_DB_FAIL_NONE) *why = KGX_DB_FAIL_OTHER;
-            snprintf(pre, sizeof pre, "setup statement %d failed: ", i + 1);
-            class_error(err, errlen, pre, msg, code, *why);
-            PQclear(r);
-            PQfinish(pg);
-            return NULL;
-        }
-        PQclear(r);
-    }
-    return pg;
-}
-
-PGconn *kgx_db_connect_blocking(const char *dsn, const char *const *setup_sql, char *err, size_t errlen)
-{
-    return kgx_db_open(dsn, setup_sql, err, errlen, NULL);
-}
-
-int kgx_db_check_age(PGconn *c, char *err, size_t errlen, kgx_db_fail_t *why)
-{
-    kgx_db_fail_t dummy;
-    if (!why) why = &dummy;
-    *why = KGX_DB_FAIL_NONE;
-    PGresult *r = PQexec(c,
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'age'),"
-        "       EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions WHERE name = 'age'),"
-        "       coalesce((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user), false),"
-        "       current_database()");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        kgx_db_result_error(err, errlen, "checking for AGE: ", r);
-        *why = KGX_DB_FAIL_OTHER;
-        PQclear(r);
-        return -1;
-    }
-    int created = PQgetvalue(r, 0, 0)[0] == 't', available = PQgetvalue(r, 0, 1)[0] == 't';
-    int super = PQgetvalue(r, 0, 2)[0] == 't';
-    int rc = 0;
-    if (!created && !available) {
-        *why = KGX_DB_FAIL_AGE;
-        snprintf(err, errlen, "extension \"age\" is not available on the server; fix: %s", kgx_db_fail_fix(*why));
-        rc = -1;
-    } else if (!created && !super) {
-        *why = KGX_DB_FAIL_AGE_CREATE;
-        snprintf(err, errlen, "extension \"age\" is not created in database \"%s\"; fix: %s",
-                 PQgetvalue(r, 0, 3), kgx_db_fail_fix(*why));
-        rc = -1;
-    }
-    PQclear(r);
-    return rc;
-}

@@ -86,4 +86,11 @@ PGconn *kgx_db_open(const char *dsn, const char *const *setup_sql, char *err, si
  * A superuser may create the extension itself later (schema setup does), so that is not a failure. */
 int kgx_db_check_age(PGconn *c, char *err, size_t errlen, kgx_db_fail_t *why);
 
+/* Shared by db.c (the pool) and db_open.c (blocking): the first line of msg, trailing blanks trimmed,
+ * into buf (returns buf); and err = prefix + that line without the verbose "XXXXX: " of a connection
+ * error, plus " [code]; fix: …" for a permanent class. */
+const char *kgx_db_first_line(const char *msg, char *buf, size_t len);
+void kgx_db_class_error(char *err, size_t errlen, const char *prefix, const char *msg, const char *code,
+                        kgx_db_fail_t f);
+
 #endif

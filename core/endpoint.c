@@ -98,7 +98,7 @@ const char *kgx_endpoint_identity(const kgx_endpoint_t *ep)
 
 static void recompute_cap(kgx_endpoint_t *ep)
 {
-    int w = ep->set->workers;
+    int w = ep->set->max_in_flight;
     ep->cap = ep->slots > 0 && ep->slots < w ? ep->slots : w;
     if (ep->cap < 1) ep->cap = 1;
     if (ep->limit <= 0 || ep->limit > ep->cap) ep->limit = ep->cap;
@@ -225,14 +225,14 @@ static void probe_start(kgx_endpoint_t *ep, int stage)
 }
 
 int kgx_endpoints_init(kgx_endpoints_t *s, uv_loop_t *loop, kgx_http_t *http, char *const *bases, int n,
-                       int workers, int cfg_slots, int cfg_n_ctx, kgx_endpoints_change_cb cb, void *ud)
+                       int max_in_flight, int cfg_slots, int cfg_n_ctx, kgx_endpoints_change_cb cb, void *ud)
 {
     memset(s, 0, sizeof *s);
     s->ep = calloc((size_t)n, sizeof *s->ep);
     s->n = n;
     s->loop = loop;
     s->http = http;
-    s->workers = workers;
+    s->max_in_flight = max_in_flight;
     s->cfg_slots = cfg_slots;
     s->cfg_n_ctx = cfg_n_ctx;
     s->on_change = cb;

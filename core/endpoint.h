@@ -24,7 +24,7 @@ typedef struct kgx_endpoint {
     int slots;                 /* from /props or --slots; 0 unknown */
     int n_ctx;                 /* per-slot context; 0 unknown */
     int in_flight;
-    int cap;                   /* max in flight here (slots, workers) */
+    int cap;                   /* max in flight here (slots, --workers) */
     int limit;                 /* adaptive in-flight limit <= cap: lowered on capacity signals */
     int ok_run;                /* whole answers since the limit last moved */
     uint64_t lowered_at;       /* loop ms of the last lowering (one lowering per burst) */
@@ -44,7 +44,7 @@ typedef void (*kgx_endpoints_change_cb)(kgx_endpoint_t *ep, void *ud);
 struct kgx_endpoints {
     kgx_endpoint_t *ep;
     int n;
-    int workers, cfg_slots, cfg_n_ctx;
+    int max_in_flight, cfg_slots, cfg_n_ctx;   /* max_in_flight: --workers */
     uv_loop_t *loop;
     kgx_http_t *http;
     kgx_endpoints_change_cb on_change;
@@ -53,7 +53,7 @@ struct kgx_endpoints {
 };
 
 int kgx_endpoints_init(kgx_endpoints_t *s, uv_loop_t *loop, kgx_http_t *http, char *const *bases, int n,
-                       int workers, int cfg_slots, int cfg_n_ctx, kgx_endpoints_change_cb cb, void *ud);
+                       int max_in_flight, int cfg_slots, int cfg_n_ctx, kgx_endpoints_change_cb cb, void *ud);
 void kgx_endpoints_start(kgx_endpoints_t *s);     /* probes all */
 void kgx_endpoints_close(kgx_endpoints_t *s);     /* cancels probes, closes timers (run loop after) */
 void kgx_endpoints_free(kgx_endpoints_t *s);      /* after the loop closed the timers */

@@ -355,7 +355,7 @@ static void watch_cb(uv_fs_event_t *w, const char *filename, int events, int sta
     kgx_engine_t *e = w->data;
     size_t n = filename ? strlen(filename) : 0;
     if (status < 0 || n < 4 || strcmp(filename + n - 4, ".lua")) return;
-    uv_timer_start(&e->reload_debounce, reload_debounce_cb, 500, 0);
+    uv_timer_start(&e->reload_debounce, reload_debounce_cb, RELOAD_DEBOUNCE_MS, 0);
 }
 
 static void start_watching(kgx_engine_t *e)
@@ -498,12 +498,12 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
 {
     kgx_engine_t *e = calloc(1, sizeof *e);
     e->cfg = cfg;
-    e->max_in_flight = cfg->workers;      /* --workers: LLM requests in flight (the flag keeps its name) */
+    e->max_in_flight = cfg->max_in_flight;   /* --workers: LLM requests in flight (the flag keeps its name) */
     kgx_budget_init(&e->budget, cfg->memory_budget);   /* budget: --memory-budget */
     e->jobs.next = e->jobs.prev = &e->jobs;
     *exit_code = 1;
     uv_loop_init(&e->loop);
-    e->retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 1000.0;
+    e->retry_base_ms = cfg->retry_base_ms;   /* config.c: KGX_RETRY_BASE_MS, default 1000 */
     e->tty = isatty(2) && !getenv("JOURNAL_STREAM");
     if (cfg->worker_id) {
         snprintf(e->worker_id, sizeof e->worker_id, "%s", cfg->worker_id);
@@ -534,7 +534,7 @@ kgx_engine_t *kgx_engine_new(kgx_config_t *cfg, const char *policy_path, char *e
         return NULL;
     }
     e->http = kgx_http_new(&e->loop);
-    kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->workers,
+    kgx_endpoints_init(&e->eps, &e->loop, e->http, cfg->endpoints, cfg->n_endpoints, cfg->max_in_flight,
                        cfg->slots, cfg->n_ctx, endpoints_changed, e);
     e->sink = cfg->mode == KGX_MODE_DRY_RUN ? &kgx_sink_dry : &kgx_sink_db;
     if (e->sink->open(e, err, errlen)) {
@@ -582,7 +582,7 @@ int kgx_engine_run(kgx_engine_t *e)
     kgx_config_t *c = e->cfg;
     e->start_t = now_ms(e);
     log_info("kgx %s worker=%s policy=%s version=%s endpoints=%d workers=%d mode=%s", KGX_VERSION, e->worker_id,
-             policy_name(e), policy_version(e), c->n_endpoints, c->workers,
+             policy_name(e), policy_version(e), c->n_endpoints, c->max_in_flight,
              c->mode == KGX_MODE_BACKFILL ? "backfill" : c->mode == KGX_MODE_ONCE ? "once"
              : c->mode == KGX_MODE_DRY_RUN ? "dry-run" : "daemon");
     kgx_endpoints_start(&e->eps);

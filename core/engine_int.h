@@ -40,6 +40,8 @@
 #define PUBLISH_MS 5000
 #define FAIL_RECORD_RETRY_MS 1000       /* the database was away while recording a failure */
 #define WRITE_START_RETRY_MS 500        /* no connection to start a write on */
+#define TEXT_REREAD_MS 1000             /* a drawer's text could not be read: again after this (budget.c) */
+#define RELOAD_DEBOUNCE_MS 500          /* a policy file changed: reload once the editor's writes settle */
 
 /* The engine's life cycle: running; stopping (no claims, requests cancelled, waiting for the database
  * to answer what it was asked); releasing (giving the claimed rows back); finished (the loop drains). */

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { CALL_SPLIT, CALL_REQUEST, CALL_ANSWER, CALL_LOAD } call_kind_t;
+typedef enum { CALL_SPLIT, CALL_REQUEST, CALL_ANSWER, CALL_ACCEPT, CALL_LOAD } call_kind_t;
 typedef enum { CALL_QUEUED, CALL_RUNNING, CALL_DONE } call_state_t;
 
 typedef struct hook_thread hook_thread_t;
@@ -47,10 +47,13 @@ struct kgx_hook_call {
     char *endpoint;                  /* ctx.endpoint's copy */
     char *body;
     size_t body_len;
+    char *raw[3];                    /* accept: subject, predicate, object */
+    double confidence;
     char logctx[240];
     /* outputs */
     kgx_hook_outcome_t out;
     char err[1024];
+    char why[512];                   /* accept */
     /* the loop's */
     kgx_hook_cb cb;
     void *ud;
@@ -118,6 +121,9 @@ static void call_free(kgx_hook_call_t *c)
     free(c->chunk.text);
     free(c->endpoint);
     free(c->body);
+    for (int i = 0; i < 3; i++) free(c->raw[i]);
+    kgx_triple_t *t = &c->out.triple;
+    free(t->subject); free(t->predicate); free(t->object); free(t->raw_predicate);
     kgx_chunks_free(c->out.chunks, c->out.nchunks);
     kgx_request_clear(&c->out.request);
     kgx_result_clear(&c->out.result);
@@ -168,6 +174,11 @@ static void run_call(hook_thread_t *t, kgx_hook_call_t *c)
     case CALL_ANSWER:
         o->rc = kgx_script_run_answer(t->script, c->drawer, chunk, c->body, c->body_len, &o->result,
                                       &o->failed, c->err, sizeof c->err);
+        break;
+    case CALL_ACCEPT:
+        o->rc = kgx_script_run_accept(t->script, c->drawer, c->raw[0], c->raw[1], c->raw[2], c->confidence,
+                                      &o->triple, c->why, sizeof c->why, &o->failed, c->err, sizeof c->err);
+        if (o->rc == 1) { o->rc = 0; o->rejected = 1; }
         break;
     case CALL_LOAD:
         o->rc = 0;
@@ -251,6 +262,7 @@ static void deliver(kgx_hook_call_t *c)
         c->out.err = c->err;
         c->out.body = c->body;
         c->out.body_len = c->body_len;
+        c->out.why = c->why;
         c->cb(&c->out, c->ud);
     }
     call_free(c);
@@ -279,6 +291,7 @@ static const char *call_hook_name(call_kind_t k)
     case CALL_SPLIT: return "split";
     case CALL_REQUEST: return "request";
     case CALL_ANSWER: return "parse";
+    case CALL_ACCEPT: return "accept";
     default: return "load";
     }
 }
@@ -302,7 +315,8 @@ static void tick_cb(uv_timer_t *tm)
         late[nlate].cb = c->cb;
         late[nlate].ud = c->ud;
         late[nlate].hook = running >= 0 ? (kgx_hook_t)running : c->kind == CALL_REQUEST ? KGX_HOOK_REQUEST
-                         : c->kind == CALL_SPLIT ? KGX_HOOK_SPLIT : c->kind == CALL_LOAD ? KGX_HOOK_LOAD : KGX_HOOK_PARSE;
+                         : c->kind == CALL_SPLIT ? KGX_HOOK_SPLIT : c->kind == CALL_LOAD ? KGX_HOOK_LOAD
+                         : c->kind == CALL_ACCEPT ? KGX_HOOK_ACCEPT : KGX_HOOK_PARSE;
         late[nlate].name = running >= 0 ? kgx_hook_name((kgx_hook_t)running) : call_hook_name(c->kind);
         late[nlate].src = kgx_policy_src_ref(c->src);
         nlate++;
@@ -532,6 +546,20 @@ kgx_hook_call_t *kgx_hooks_answer(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_dra
     if (len) memcpy(c->body, body, len);
     c->body[len] = '\0';
     c->body_len = len;
+    return submit(h, c);
+}
+
+kgx_hook_call_t *kgx_hooks_accept(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d, const char *subject,
+                                  const char *predicate, const char *object, double confidence,
+                                  const char *logctx, kgx_hook_cb cb, void *ud)
+{
+    if (!d) return NULL;
+    kgx_hook_call_t *c = call_new(h, CALL_ACCEPT, src, d, logctx, cb, ud);
+    if (!c) return NULL;
+    const char *raw[3] = { subject, predicate, object };
+    for (int i = 0; i < 3; i++)
+        if (!(c->raw[i] = strdup(raw[i] ? raw[i] : ""))) { call_free(c); return NULL; }
+    c->confidence = confidence;
     return submit(h, c);
 }
 

@@ -49,6 +49,9 @@ typedef struct {
     size_t skipped;              /* split: chunks the skip hook completed with no request (issue 14) */
     kgx_request_t request;       /* request */
     kgx_result_t result;         /* answer */
+    int rejected;                /* accept: 1 rejected (why), 0 kept (triple) */
+    kgx_triple_t triple;         /* accept */
+    const char *why;             /* accept (valid during the callback) */
     const char *body;            /* answer: the body that was parsed (valid during the callback) */
     size_t body_len;
     kgx_policy_src_t *src;       /* the policy text the call ran (borrowed) */
@@ -78,6 +81,10 @@ kgx_hook_call_t *kgx_hooks_request(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_dr
 kgx_hook_call_t *kgx_hooks_answer(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d,
                                   const kgx_chunk_t *c, const char *body, size_t len, const char *logctx,
                                   kgx_hook_cb cb, void *ud);
+/* [dropin] --adopt: accept on one host-built raw triple (no parse), kgx_script_run_accept. */
+kgx_hook_call_t *kgx_hooks_accept(kgx_hooks_t *h, kgx_policy_src_t *src, kgx_drawer_box_t *d, const char *subject,
+                                  const char *predicate, const char *object, double confidence,
+                                  const char *logctx, kgx_hook_cb cb, void *ud);
 /* Re-reads the policy file and loads it on a hook thread; on success it becomes the current text.
  * The callback gets rc/err (src = the new text). -1 (err set, no callback) when the file cannot be read. */
 int kgx_hooks_reload(kgx_hooks_t *h, kgx_hook_cb cb, void *ud, char *err, size_t errlen);

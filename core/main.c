@@ -73,6 +73,7 @@ static kgx_script_t *load_policy(const kgx_config_t *cfg, const char *path, char
     so.n_ctx = cfg->n_ctx;
     so.min_confidence = cfg->min_confidence;
     so.max_triples = cfg->max_triples;
+    so.hook_timeout_ms = cfg->hook_timeout_ms;
     return kgx_script_new(&so, err, errlen);
 }
 
@@ -302,8 +303,7 @@ int main(int argc, char **argv)
             rc = 2;
             break;
         }
-        rc = kgx_adopt_run(&cfg, s);
-        kgx_script_free(s);
+        rc = kgx_adopt_run(&cfg, s);      /* takes s */
         break;
     }
     case KGX_MODE_PRUNE:                  /* [dropin] core/prune.c */
@@ -319,8 +319,7 @@ int main(int argc, char **argv)
             rc = 2;
             break;
         }
-        rc = kgx_reapply_run(&cfg, s);
-        kgx_script_free(s);
+        rc = kgx_reapply_run(&cfg, s);    /* takes s */
         break;
     }
     default: {

@@ -1,6 +1,6 @@
 /* progress — the operator's progress line, the `final:` line and ETA formatting.
  *
- * The field order and formats are an operator contract (they grep it; see DESIGN.md): change
+ * The field order and formats are an operator contract (they grep it; docs/kg-extraction.md, "Backfill"): change
  * nothing here without changing tests/unit/t_progress.c and the docs together. */
 #include "progress.h"
 

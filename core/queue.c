@@ -30,7 +30,6 @@ static const char claim_sql[] =
     "  SELECT drawer_id FROM " Q
     "   WHERE completed_at IS NULL AND error IS NULL"
     "     AND (started_at IS NULL OR started_at < now() - make_interval(secs => $2::float8))"
-    "     AND (retry_at IS NULL OR retry_at <= now())"
     "   ORDER BY queued_at, drawer_id LIMIT $3::int FOR UPDATE SKIP LOCKED)"
     " UPDATE " Q " q SET started_at = now(), worker_id = $1, claim_token = nextval('public.kgx_claim_seq')"
     "  FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id"
@@ -344,11 +343,11 @@ static const char counts_sql[] =
     "              count(*) FILTER (WHERE started_at < now() - make_interval(secs => $1::float8)) AS stale"
     "         FROM " Q " WHERE completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL),"
     " t AS (SELECT * FROM public.kgx_queue_counts()),"
-    " r AS (SELECT count(*) AS retrying, count(*) FILTER (WHERE retry_at > now()) AS waiting FROM " Q
+    " r AS (SELECT count(*) AS retrying FROM " Q
     "        WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
     " s AS (SELECT count(*) FILTER (WHERE status = 'deleted') AS deleted FROM " Q " WHERE status IS NOT NULL)"
     " SELECT t.unfinished - c.live, c.live, t.done_24h, t.parked, t.triples_5m, t.done_5m / 5.0, c.stale,"
-    "        t.completed, r.retrying, r.waiting, t.total, s.deleted"
+    "        t.completed, r.retrying, t.total, s.deleted"
     "   FROM c, t, r, s";
 
 static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
@@ -363,9 +362,8 @@ static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
     o->stale_reclaimable = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
     o->completed_total = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
     o->retrying = strtoll(PQgetvalue(r, 0, 8), NULL, 10);
-    o->waiting_retry = strtoll(PQgetvalue(r, 0, 9), NULL, 10);
-    o->total = strtoll(PQgetvalue(r, 0, 10), NULL, 10);
-    o->deleted = strtoll(PQgetvalue(r, 0, 11), NULL, 10);
+    o->total = strtoll(PQgetvalue(r, 0, 9), NULL, 10);
+    o->deleted = strtoll(PQgetvalue(r, 0, 10), NULL, 10);
 }
 
 typedef struct { kgx_queue_counts_cb cb; void *ud; } counts_ctx_t;

@@ -2,7 +2,9 @@
  * lease, charged failures and parking, give-back, heartbeats, counters, backfill seeding.
  *
  * Row states (derived from columns, compatible with the seed):
- *   pending   completed_at NULL, error NULL, started_at NULL or older than the lease, retry_at due
+ *   pending   completed_at NULL, error NULL, started_at NULL or older than the lease (a failed attempt
+ *             waits out its backoff in the claimant's memory, holding the claim: the retry_at column
+ *             kgx's schema added is never set)
  *   claimed   completed_at NULL, error NULL, started_at within the lease, worker_id = claimant
  *   parked    completed_at NULL, error NOT NULL (after --max-attempts; error = last failure)
  *   completed completed_at NOT NULL (written by graph.c in the same transaction as the facts);
@@ -33,7 +35,7 @@ typedef void (*kgx_queue_done_cb)(long long affected, const char *err, void *ud)
 
 typedef struct {
     long long queue_depth, in_progress, completed_today, errors_total, triples_extracted_5m,
-              stale_reclaimable, completed_total, retrying, waiting_retry, total,
+              stale_reclaimable, completed_total, retrying, total,
               deleted;   /* completed with status 'deleted': the drawer was gone, its facts retracted */
     double drawers_per_min_5m;
 } kgx_queue_counts_t;

@@ -7,7 +7,8 @@
 #include "config.h"
 #include "script.h"
 
-/* Returns the exit code (0 done, 1 failure). */
+/* Takes the policy state (its hooks run on hook threads, hooks.c). Returns the exit code (0 done,
+ * 1 failure: a drawer that could not be re-parsed or written keeps its facts and is counted failed). */
 int kgx_reapply_run(const kgx_config_t *cfg, kgx_script_t *script);
 
 #endif

@@ -407,20 +407,19 @@ int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size
                                  err, errlen);
 }
 
-/* [dropin] --adopt (core/adopt.c): the policy's accept hook on one triple the host builds itself,
- * so an old edge's predicate is mapped exactly as a new answer's would be. */
-int kgx_script_accept_one(kgx_script_t *sc, int job, const char *subject, const char *predicate,
-                          const char *object, double confidence, kgx_triple_t *out,
-                          char *why, size_t whylen, char *err, size_t errlen)
+/* [dropin] --adopt (core/adopt.c), on a hook thread: the policy's accept hook on one triple the host
+ * builds itself, so an old edge's predicate is mapped exactly as a new answer's would be. */
+int kgx_script_run_accept(kgx_script_t *sc, const kgx_drawer_t *d, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out, char *why, size_t whylen,
+                          kgx_hook_t *failed, char *err, size_t errlen)
 {
     script_vm_t *s = sc->vm;
     lua_State *L = s->L;
     int top = lua_gettop(L);
     memset(out, 0, sizeof *out);
     why[0] = '\0';
-    script_job_t *j = job_at(sc, job);
-    if (!j) { script_set_err(err, errlen, "accept: unknown job %d", job); return -1; }
-    script_push_drawer(s, j->drawer, 0);                    /* stack: drawer */
+    *failed = KGX_HOOK_ACCEPT;
+    script_push_drawer(s, d, 0);                            /* stack: drawer */
     int drawer = top + 1;
     lua_createtable(L, 0, 4);                               /* stack: drawer raw */
     int raw = drawer + 1;

@@ -60,16 +60,14 @@ typedef struct {
     const char *plugins_dir;   /* NULL: "<dir of policy>/../plugins" */
     const char *model;
     int n_ctx;                 /* per-slot context; 0 unknown */
-    double min_confidence;     /* MEMPALACE_KG_MIN_CONFIDENCE, default 0.5 */
-    int max_triples;           /* MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER, default 10 (per LLM call) */
-    int hook_timeout_ms;       /* watchdog per hook call; default KGX_HOOK_TIMEOUT_MS */
+    double min_confidence;     /* MEMPALACE_KG_MIN_CONFIDENCE; 0: KGX_DEFAULT_MIN_CONFIDENCE (config.h) */
+    int max_triples;           /* MEMPALACE_KG_MAX_TRIPLES_PER_DRAWER (per LLM call); 0: the default */
+    int hook_timeout_ms;       /* watchdog per hook call; default KGX_DEFAULT_HOOK_TIMEOUT_MS */
     size_t max_memory;         /* Lua heap ceiling in bytes per state; default 256 MiB */
     size_t max_chunks;         /* cap on split's list; default 4096 */
     size_t max_body;           /* cap on request body bytes; default 4 MiB */
     size_t max_triples_raw;    /* cap on parse's list; default 1000 */
 } kgx_script_opts_t;
-
-#define KGX_HOOK_TIMEOUT_MS 2000
 
 typedef struct {
     const char *id, *wing, *room;   /* wing/room may be NULL */
@@ -168,14 +166,20 @@ int kgx_script_run_answer(kgx_script_t *s, const kgx_drawer_t *d, const kgx_chun
                           const char *body, size_t len, kgx_result_t *out, kgx_hook_t *failed,
                           char *err, size_t errlen);
 
-/* ---- jobs on one state (--reapply, tests): the drawer and its chunks kept in C under an int id */
+/* [dropin] accept on one host-built raw triple {subject, predicate, object, confidence} (no parse):
+ * 0 with *out filled (free its fields), 1 rejected (reason in why), -1 the hook failed (err). --adopt
+ * maps old predicates through the policy with it (hooks.c: kgx_hooks_accept). */
+int kgx_script_run_accept(kgx_script_t *s, const kgx_drawer_t *d, const char *subject, const char *predicate,
+                          const char *object, double confidence, kgx_triple_t *out, char *why, size_t whylen,
+                          kgx_hook_t *failed, char *err, size_t errlen);
+
+/* ---- jobs on one state (unit tests): the drawer and its chunks kept in C under an int id */
 
 /* Runs split. On success returns a job id (>0) and the number of chunks in *nchunks
  * (0 is allowed: nothing to ask). On error returns -1 with err set. */
 int kgx_script_split(kgx_script_t *s, const kgx_drawer_t *d, const kgx_ctx_t *ctx,
                      size_t *nchunks, char *err, size_t errlen);
-/* Creates a job without running split (used by --reapply: stored answers are re-parsed with
- * chunk = nil). Returns the id (>0) or -1 with err set. */
+/* Creates a job without running split (the hooks get chunk = nil, as for --reapply's stored answers). Returns the id (>0) or -1 with err set. */
 int kgx_script_job_new(kgx_script_t *s, const kgx_drawer_t *d, char *err, size_t errlen);
 /* Token estimate of chunk i (kgx.tokens of its text) for reports; -1 if unknown. */
 int kgx_script_chunk_tokens(kgx_script_t *s, int job, size_t i);
@@ -186,12 +190,6 @@ int kgx_script_request(kgx_script_t *s, int job, size_t i, const kgx_ctx_t *ctx,
  * raw triple. Accepted triples and drops go to *out (caller frees with kgx_result_clear). */
 int kgx_script_answer(kgx_script_t *s, int job, size_t i, const char *body, size_t len,
                       kgx_result_t *out, char *err, size_t errlen);
-/* [dropin] Runs accept on one host-built raw triple {subject, predicate, object, confidence} (no parse):
- * 0 with *out filled (free with kgx_result-style frees of its fields), 1 rejected (reason in why),
- * -1 the hook failed (err). Used by --adopt to map old predicates through the policy. */
-int kgx_script_accept_one(kgx_script_t *s, int job, const char *subject, const char *predicate,
-                          const char *object, double confidence, kgx_triple_t *out,
-                          char *why, size_t whylen, char *err, size_t errlen);
 /* Releases the job. Unknown/0 ids are a no-op. */
 void kgx_script_job_free(kgx_script_t *s, int job);
 

@@ -6,6 +6,7 @@
  * is owned by one thread; script_vm_free closes its state — never called on a state abandoned by
  * hooks.c (its thread closes it itself if its C call ever returns). */
 #include "script_int.h"
+#include "config.h"
 #include "log.h"
 
 #include <errno.h>
@@ -62,9 +63,9 @@ static int conf_init(script_conf_t *c, const kgx_script_opts_t *o)
     c->path = script_dup_str(o->policy_path);
     c->model = script_dup_str(o->model ? o->model : "");
     c->n_ctx = o->n_ctx > 0 ? o->n_ctx : 0;
-    c->min_confidence = o->min_confidence > 0 ? o->min_confidence : 0.5;
-    c->max_triples = o->max_triples > 0 ? o->max_triples : 10;
-    c->hook_timeout_ms = o->hook_timeout_ms > 0 ? o->hook_timeout_ms : KGX_HOOK_TIMEOUT_MS;
+    c->min_confidence = o->min_confidence > 0 ? o->min_confidence : KGX_DEFAULT_MIN_CONFIDENCE;
+    c->max_triples = o->max_triples > 0 ? o->max_triples : KGX_DEFAULT_MAX_TRIPLES;
+    c->hook_timeout_ms = o->hook_timeout_ms > 0 ? o->hook_timeout_ms : KGX_DEFAULT_HOOK_TIMEOUT_MS;
     c->max_memory = o->max_memory ? o->max_memory : (size_t)256 << 20;
     c->max_chunks = o->max_chunks ? o->max_chunks : 4096;
     c->max_body = o->max_body ? o->max_body : (size_t)4 << 20;
@@ -183,7 +184,7 @@ int kgx_policy_src_check_reload(const kgx_policy_src_t *old, const kgx_policy_sr
     return 0;
 }
 
-int kgx_policy_src_timeout_ms(const kgx_policy_src_t *src) { return src ? src->conf.hook_timeout_ms : KGX_HOOK_TIMEOUT_MS; }
+int kgx_policy_src_timeout_ms(const kgx_policy_src_t *src) { return src ? src->conf.hook_timeout_ms : KGX_DEFAULT_HOOK_TIMEOUT_MS; }
 
 const char *script_module_text(const kgx_policy_src_t *src, const char *name, size_t *len)
 {

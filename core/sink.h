@@ -13,6 +13,8 @@ struct kgx_sink {
     const char *name;
     int durable;        /* a queue behind it: progress/heartbeat/status timers; an unreachable LLM waits */
     int keeps_answers;  /* raw answers are stored with the facts (when --keep-answers) */
+    int reads_text;     /* a drawer's text is read after the claim, under the memory budget, and read
+                         * again for a new split (budget.c); else it comes with the row, the only copy */
     int (*open)(kgx_engine_t *e, char *err, size_t errlen);   /* 0, or -1 with err (exit 2) */
     void (*close)(kgx_engine_t *e);
     /* Ask for up to `want` drawers: job_new() for each, now or later (then kgx_engine_pump()).

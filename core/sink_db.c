@@ -142,6 +142,7 @@ static int db_release(kgx_engine_t *e)
 
 const kgx_sink_t kgx_sink_db = {
     .name = "database", .durable = 1, .keeps_answers = 1,
+    .reads_text = 1,
     .open = db_open, .close = db_close, .claim = db_claim, .exhausted = db_exhausted,
     .fail = db_fail, .result = NULL, .write = db_write, .release = db_release, .lookup = db_lookup,
 };

@@ -53,10 +53,10 @@ char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_process_view_t *p, 
     kgx_buf_printf(&b, "{\"queue_depth\":%lld,\"in_progress\":%lld,\"completed_today\":%lld,"
                        "\"errors_total\":%lld,\"triples_extracted_5m\":%lld,\"drawers_per_min_5m\":%.1f,"
                        "\"stale_reclaimable\":%lld,\"completed_total\":%lld,\"parked\":%lld,"
-                       "\"retrying\":%lld,\"waiting_retry\":%lld,\"total\":%lld,\"deleted\":%lld",
+                       "\"retrying\":%lld,\"total\":%lld,\"deleted\":%lld",
                    c->queue_depth, c->in_progress, c->completed_today, c->errors_total,
                    c->triples_extracted_5m, c->drawers_per_min_5m, c->stale_reclaimable,
-                   c->completed_total, c->errors_total, c->retrying, c->waiting_retry, c->total, c->deleted);
+                   c->completed_total, c->errors_total, c->retrying, c->total, c->deleted);
     kgx_buf_adds(&b, ",\"policy\":{\"name\":");
     kgx_buf_json_str(&b, policy_name);
     kgx_buf_adds(&b, ",\"version\":");
@@ -84,7 +84,7 @@ void kgx_status_print_text(FILE *out, const kgx_queue_counts_t *c, const char *p
     fprintf(out, "drawers_per_min_5m   %.1f\n", c->drawers_per_min_5m);
     fprintf(out, "stale_reclaimable    %lld\n", c->stale_reclaimable);
     fprintf(out, "completed_total      %lld\n", c->completed_total);
-    fprintf(out, "retrying             %lld   (waiting for backoff: %lld)\n", c->retrying, c->waiting_retry);
+    fprintf(out, "retrying             %lld\n", c->retrying);
     fprintf(out, "deleted              %lld   (drawer gone from mempalace_drawers: facts retracted)\n", c->deleted);
     fprintf(out, "policy               %s %s\n", policy_name ? policy_name : "(not loaded)",
             policy_version ? policy_version : "");

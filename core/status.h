@@ -24,7 +24,7 @@ typedef struct {
 void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p);
 /* The status object: the seed's keys (queue_depth, in_progress, completed_today, errors_total,
  * triples_extracted_5m, drawers_per_min_5m, stale_reclaimable) plus kgx's (completed_total, parked,
- * retrying, waiting_retry, total, policy, version), then "process" when p is given and "workers" (a
+ * retrying, total, policy, version), then "process" when p is given and "workers" (a
  * JSON array from kgx_workers) when given. malloc'd. */
 char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_process_view_t *p, const char *workers_json,
                       const char *policy_name, const char *policy_version, size_t *len);

@@ -20,9 +20,9 @@ LIBS="$(pkg-config --libs libuv libcurl libpq) -lhttp_parser -lm"
 # target -> the sources it needs (only these: other core files may be mid-edit)
 sources() {
     case "$1" in
-        fuzz_httpd|fuzz_listen) echo "tests/fuzz/$1.c core/httpd.c core/log.c" ;;
+        fuzz_httpd|fuzz_listen) echo "tests/fuzz/$1.c core/httpd_req.c core/log.c" ;;
         fuzz_jsonl) echo "tests/fuzz/$1.c core/jsonl.c core/buf.c" ;;
-        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/names.c core/endpoint.c core/buf.c core/log.c core/http.c core/graph.c core/db.c" ;;
+        fuzz_config) echo "tests/fuzz/$1.c core/config.c core/names.c core/endpoint.c core/buf.c core/log.c core/http.c core/graph.c core/db.c core/db_open.c core/utf8.c" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
     esac
 }

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use KgxTest;
 use KgxGraph;
+use Time::HiRes qw(time);
 
 my %noenv = (MEMPALACE_POSTGRES_DSN => undef, MEMPALACE_KG_LLM_ENDPOINT => undef, KGX_POLICY => undef);
 my $AGE = qq{LOAD 'age'; SET search_path = ag_catalog, "\$user", public;\n};
@@ -96,6 +97,29 @@ my $nrel = count_of($dsn, 'SELECT count(*) FROM mempalace_kg."RELATION"');
 my $nent = count_of($dsn, 'SELECT count(*) FROM mempalace_kg."Entity"');
 ok($nrel > 0, "the Python graph: $nent Entity vertices, $nrel RELATION edges, $mentions MENTIONS");
 my $expect_py = expected_graph({ facts => { map { $_ => $c->{facts}{$_} } @py } });
+
+# ---- an accept hook stuck inside one C call: the watchdog stops it (hook threads), --adopt fails with its
+# message in bounded time and writes nothing
+SKIP: {
+    skip 'timing-driven: not under valgrind', 4 if $ENV{KGX_VALGRIND};
+    my $top = ($ENV{TMPDIR} // '/tmp') . "/kgx-adopt-stuck-$$";
+    system('mkdir', '-p', "$top/prompts") == 0 or die "mkdir $top";
+    symlink(kgx_root() . '/plugins', "$top/plugins") or die "symlink plugins: $!";
+    my $pol = "$top/prompts/stuck.lua";
+    open my $fh, '>', $pol or die "$pol: $!";
+    print $fh read_file(kgx_root() . '/prompts/default.lua'),
+        qq{\nfunction accept(t, d) string.find(("a"):rep(24), ("a*"):rep(12) .. "b") return t end\n};
+    close $fh;
+    my $t0 = time;
+    my $r = run_kgx({ env => \%noenv, timeout => 120 }, '--dsn', $dsn, '--adopt', '--dry-run', '--policy', $pol);
+    my $took = time - $t0;
+    is($r->{rc}, 1, 'stuck accept hook: --adopt exits 1') or diag($r->{err});
+    like($r->{err}, qr/^error: adopt: \S*stuck\.lua:\d+: watchdog: hook 'accept' exceeded 2000 ms$/m,
+         '... with the watchdog message naming the policy file and line') or diag($r->{err});
+    cmp_ok($took, '<', 15, sprintf('... in bounded time (%.1f s; the hook alone runs for half a minute or more)', $took));
+    is(snapshot($dsn), $before, '... and nothing written');
+    system('rm', '-rf', $top);
+}
 
 # ---- --dry-run: the report, nothing written
 my $r = run_kgx({ env => { %noenv, KGX_ADOPT_BATCH => 7 }, timeout => 120 }, '--dsn', $dsn, '--adopt', '--dry-run',

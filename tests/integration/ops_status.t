@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # ops_status.t — `kgx-run --status [--json]` against a real database: the seed's keys plus kgx's
-# (parked, retrying, waiting_retry, completed_total, policy name/version, graph), with values that
+# (parked, retrying, completed_total, policy name/version, graph), with values that
 # match the queue; and the operator guide's SQL for re-queueing parked drawers works.
 use strict;
 use warnings;
@@ -27,13 +27,12 @@ like($r->{err}, qr/^final: completed=$done_db pending=0 in_flight=0 errors=$park
 my ($att) = psql($dsn, q{SELECT min(attempts) || '/' || max(attempts) FROM mempalace_kg_extraction_queue WHERE error IS NOT NULL});
 is($att, '2/2', 'parked rows carry their attempt count (--max-attempts 2)');
 
-# rows in other states, set by hand: two waiting for a retry, one claimed long ago (stale), one in flight
+# rows in other states, set by hand: two that failed once, one claimed long ago (stale), one in flight
 psql($dsn, q{INSERT INTO mempalace_drawers VALUES ('x1','w','r','A is a B.','{}'), ('x2','w','r','C is a D.','{}'),
                                                   ('x3','w','r','E is a F.','{}'), ('x4','w','r','G is a H.','{}');
              SET kgx.internal = '1';
-             INSERT INTO mempalace_kg_extraction_queue (drawer_id, wing, room, attempts, last_error, retry_at)
-             VALUES ('x1','w','r',1,'llm http 500','now'::timestamptz + interval '1 hour'),
-                    ('x2','w','r',1,'llm http 500','now'::timestamptz + interval '1 hour');
+             INSERT INTO mempalace_kg_extraction_queue (drawer_id, wing, room, attempts, last_error)
+             VALUES ('x1','w','r',1,'llm http 500'), ('x2','w','r',1,'llm http 500');
              INSERT INTO mempalace_kg_extraction_queue (drawer_id, wing, room, started_at, worker_id)
              VALUES ('x3','w','r', now() - interval '2000 seconds', 'gone:1:dead'),
                     ('x4','w','r', now() - interval '10 seconds', 'busy:2:live')});
@@ -43,14 +42,14 @@ my @seed_keys = qw(queue_depth in_progress completed_today errors_total triples_
 $r = run_kgx('--dsn', $dsn, '--status', '--json');
 is($r->{rc}, 0, '--status --json exits 0') or diag($r->{err});
 my $st = eval { json_decode($r->{out}) } or diag("not JSON: $r->{out}");
-ok(exists $st->{$_}, "key $_") for @seed_keys, qw(parked retrying waiting_retry completed_total total policy graph workers);
+ok(exists $st->{$_}, "key $_") for @seed_keys, qw(parked retrying completed_total total policy graph workers);
 is_deeply($st->{workers}, [], 'workers: none running');
 is($st->{completed_total}, $done_db, 'completed_total');
 is($st->{completed_today}, $done_db, 'completed_today');
 is($st->{errors_total}, $parked_db, 'errors_total = parked rows (the seed meaning: rows with an error)');
 is($st->{parked}, $parked_db, 'parked');
 is($st->{retrying}, 2, 'retrying: pending rows with attempts > 0');
-is($st->{waiting_retry}, 2, 'waiting_retry: their backoff has not expired');
+ok(!exists $st->{waiting_retry}, 'no waiting_retry: kgx waits out a backoff in memory, holding the claim');
 is($st->{queue_depth}, 3, 'queue_depth: pending + stale claims (x1, x2, x3)');
 is($st->{in_progress}, 1, 'in_progress: claims within the lease (x4)');
 is($st->{stale_reclaimable}, 1, 'stale_reclaimable: claims past the 900 s lease (x3)');

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# policy_hooks.t — DESIGN.md invariant 5, "a bad policy fails a drawer, not the daemon", with the real
+# policy_hooks.t — "a bad policy fails a drawer, not the daemon", with the real
 # daemon, PostgreSQL+AGE and the fake. policies/prompts/hostile_hooks.lua behaves like the default
 # policy except on drawers carrying a marker: BOOM (parse raises), LOOP (split never returns), HUGE
 # (request returns a 100 MB body), WRONG (parse returns a number), ESCAPE1-4 (os.execute, io.open,

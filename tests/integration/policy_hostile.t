@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# policy_hostile.t — DESIGN.md invariant 4, "hostile text is data", end to end with the default policy:
+# policy_hostile.t — "hostile text is data", end to end with the default policy:
 # hostile drawers written as grammar sentences (tests/fake/GRAMMAR.md) so the fake sends their hostile
 # parts back as entity names. Each name is stored literally (read back byte-exact through Cypher and
 # through the label table) or rejected with a reason (--dry-run --json shows it); no other table or

@@ -1,8 +1,9 @@
 #!/usr/bin/perl
 # systemd.t — deploy/systemd/kgx.service passes `systemd-analyze verify` with no warnings, and keeps
-# the settings operators and DESIGN.md rely on. The unit is copied to a temp dir with ExecStart
-# pointing at the built binary ($KGX_BIN, default build/bin/kgx-run), since verify insists that
-# the binary exists. systemd-analyze missing is a failure, not a skip: CI installs systemd.
+# the settings operators rely on (docs/kg-extraction.md, "Running under systemd"). The unit is copied
+# to a temp dir with ExecStart pointing at the built binary ($KGX_BIN, default build/bin/kgx-run),
+# since verify insists that the binary exists. systemd-analyze missing is a failure, not a skip: CI
+# installs systemd.
 use strict;
 use warnings;
 use Test::More;

@@ -48,7 +48,7 @@ int main(void)
 
     /* defaults of the contract */
     is_int(parse(&c, err, "--dsn", "postgresql://x/y", NULL), 0, "a DSN is enough");
-    is_int(c.workers, 8, "workers 8");
+    is_int(c.max_in_flight, 8, "--workers (max_in_flight) 8");
     is_int(c.batch_size, 20, "batch 20");
     ok(c.poll_interval == 30, "poll 30");
     ok(c.lease_seconds == 900, "lease 900");
