@@ -502,9 +502,14 @@ char *kgx_queue_workers_json(PGconn *c, char *err, size_t errlen)
 char *kgx_queue_workers_text(PGconn *c, char *err, size_t errlen)
 {
     static const char sql[] =
-        "SELECT coalesce(string_agg(format('  %s  policy=%s %s  in_flight=%s  completed=%s  seen %ss ago\n%s',"
+        "SELECT coalesce(string_agg(format('  %s  policy=%s %s  in_flight=%s  completed=%s  seen %ss ago\n%s%s',"
         "         worker_id, state->'policy'->>'name', state->'policy'->>'version', state->>'in_flight',"
         "         state->>'completed', round(extract(epoch FROM now() - seen_at))::int,"
+        /* economy (issue 14): what this process asked the LLM and what it did not need to */
+        "         CASE WHEN state ? 'llm' THEN format(E'    llm requests=%s answers_reused=%s (in flight: %s) chunks_skipped=%s"
+        " dense_splits=%s\n', state->'llm'->>'requests', coalesce(state->'llm'->>'answers_reused', '0'),"
+        "              coalesce(state->'llm'->>'answers_reused_in_flight', '0'), state->'llm'->>'chunks_skipped',"
+        "              state->'llm'->>'dense_splits') ELSE '' END,"
         "         (SELECT string_agg(format('    endpoint %s %s in_flight=%s slots=%s n_ctx=%s%s', e->>'url',"
         "                  e->>'state', e->>'in_flight', e->>'slots', e->>'n_ctx',"
         "                  coalesce(' last_error=' || (e->>'last_error'), '')), E'\n')"

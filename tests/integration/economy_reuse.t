@@ -86,6 +86,9 @@ is_deeply({ map { $_ => $q2->{$_}{triples} } keys %$q2 }, { map { $_ => $q1->{$_
     my $st = http_get("http://$url/kg-extract/status") // '{}';
     my $j = eval { json_decode($st) } // {};
     is($j->{process}{llm}{answers_reused}, 3, 'status: answers_reused') or diag($st);
+    my $txt = '';
+    wait_until(15, sub { $txt = run_kgx({ timeout => 30 }, '--dsn', $dsn, '--status')->{out} // ''; $txt =~ /answers_reused=3\b/ });
+    like($txt, qr/^    llm requests=0 answers_reused=3 \(in flight: 0\)/m, '--status: the live worker\'s LLM line') or diag($txt);
     stop_kgx($k);
 }
 
