@@ -64,7 +64,8 @@ int kgx_endpoints_n_ctx(const kgx_endpoints_t *s);
 void kgx_endpoint_down(kgx_endpoint_t *ep, const char *why);
 /* Ask /health now (after a reset or timeout) unless a probe is already running. */
 void kgx_endpoint_check(kgx_endpoint_t *ep);
-/* A capacity signal (500 "Context size has been exceeded", 429, 503): the server is busy, not the
+/* A capacity signal (500 "Context size has been exceeded", 429 — not 503 "Loading model", which sets
+ * the endpoint aside: outcome.c): the server is busy, not the
  * request at fault. Halves the endpoint's in-flight limit (once per burst: every request active when
  * a unified KV pool fills gets the same 500), logs once what to change on the server, and returns
  * the limit as it was before this signal (1: the request was sent with nothing beside it allowed). */

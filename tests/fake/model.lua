@@ -316,7 +316,7 @@ function M.config(body)
     if type(c.faults) ~= "table" then return bad('"faults" must be an array of strings') end
     for _, f in ipairs(c.faults) do if type(f) ~= "string" then return bad('"faults" must be an array of strings') end end
   end
-  for _, k in ipairs({ "latency_ms", "prompt_us_per_token", "gen_us_per_token" }) do
+  for _, k in ipairs({ "latency_ms", "prompt_us_per_token", "gen_us_per_token", "loading_ms" }) do
     if c[k] ~= nil and type(c[k]) ~= "number" then return bad('"' .. k .. '" must be a number') end
   end
   return 200, c
