@@ -1,10 +1,131 @@
 /* status — see status.h. */
 #include "status.h"
+#include "db.h"
 #include "drops.h"
+#include "log.h"
 #include "metrics.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+/* ------------------------------------------------------------------ [budget] the token budget */
+
+static pthread_mutex_t budget_mu = PTHREAD_MUTEX_INITIALIZER;
+static kgx_status_budget_t budget_now, budget_warned;    /* the last noted; the last warned about */
+
+int kgx_status_budget_tiny(int n_ctx, int instruction_tokens, int output_cap)
+{
+    if (n_ctx <= 0) return 0;
+    long left = (long)n_ctx - instruction_tokens - output_cap;
+    return left * 4 < n_ctx;
+}
+
+void kgx_status_budget_warning(kgx_buf_t *b, int n_ctx, int instruction_tokens, int output_cap)
+{
+    long left = (long)n_ctx - instruction_tokens - output_cap;
+    if (left < 0) left = 0;
+    kgx_buf_printf(b, "tiny budget: slot context %d tokens, instructions ~%d + output cap %d leave %ld tokens (%ld %%) "
+                      "for drawer text: every drawer becomes many small requests. Give each slot more context "
+                      "(llama-server --ctx-size C -np N: each slot gets C/N tokens) or shorten the prompt",
+                   n_ctx, instruction_tokens, output_cap, left, n_ctx > 0 ? left * 100 / n_ctx : 0);
+}
+
+int kgx_status_note_budget(int n_ctx, int instruction_tokens, int output_cap)
+{
+    if (n_ctx <= 0 || instruction_tokens < 0 || output_cap < 0) return 0;
+    int tiny = kgx_status_budget_tiny(n_ctx, instruction_tokens, output_cap);
+    kgx_status_budget_t nb = { n_ctx, instruction_tokens, output_cap };
+    pthread_mutex_lock(&budget_mu);
+    budget_now = nb;
+    int say = tiny && memcmp(&nb, &budget_warned, sizeof nb) != 0;
+    if (say) budget_warned = nb;
+    pthread_mutex_unlock(&budget_mu);
+    if (say) {
+        kgx_buf_t w = { 0 };
+        kgx_status_budget_warning(&w, n_ctx, instruction_tokens, output_cap);
+        log_warn("%s", w.p);
+        kgx_buf_free(&w);
+    }
+    return tiny;
+}
+
+kgx_status_budget_t kgx_status_budget(void)
+{
+    pthread_mutex_lock(&budget_mu);
+    kgx_status_budget_t b = budget_now;
+    pthread_mutex_unlock(&budget_mu);
+    return b;
+}
+
+void kgx_status_budget_reset(void)
+{
+    pthread_mutex_lock(&budget_mu);
+    memset(&budget_now, 0, sizeof budget_now);
+    memset(&budget_warned, 0, sizeof budget_warned);
+    pthread_mutex_unlock(&budget_mu);
+}
+
+static void budget_json(kgx_buf_t *b, kgx_status_budget_t nb)
+{
+    if (nb.n_ctx <= 0) {
+        kgx_buf_adds(b, "null");
+        return;
+    }
+    long left = (long)nb.n_ctx - nb.instruction_tokens - nb.output_cap;
+    int tiny = kgx_status_budget_tiny(nb.n_ctx, nb.instruction_tokens, nb.output_cap);
+    kgx_buf_printf(b, "{\"n_ctx\":%d,\"instruction_tokens\":%d,\"output_cap\":%d,\"text_tokens\":%ld,"
+                      "\"text_percent\":%ld,\"tiny\":%s,\"warning\":",
+                   nb.n_ctx, nb.instruction_tokens, nb.output_cap, left > 0 ? left : 0,
+                   left > 0 ? left * 100 / nb.n_ctx : 0, tiny ? "true" : "false");
+    if (tiny) {
+        kgx_buf_t w = { 0 };
+        kgx_status_budget_warning(&w, nb.n_ctx, nb.instruction_tokens, nb.output_cap);
+        kgx_buf_json_str(b, w.p);
+        kgx_buf_free(&w);
+    } else {
+        kgx_buf_adds(b, "null");
+    }
+    kgx_buf_adds(b, "}");
+}
+
+int kgx_status_live_budgets(PGconn *c, FILE *text, kgx_buf_t *warnings, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c,
+        "SELECT (state->'budget'->>'n_ctx')::int, (state->'budget'->>'instruction_tokens')::int,"
+        "       (state->'budget'->>'output_cap')::int, string_agg(worker_id, ', ' ORDER BY worker_id)"
+        "  FROM public.kgx_workers"
+        " WHERE seen_at > now() - interval '60 seconds' AND jsonb_typeof(state->'budget') = 'object'"
+        " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        kgx_db_result_error(err, errlen, "budget: ", r);
+        PQclear(r);
+        return -1;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        int n_ctx = atoi(PQgetvalue(r, i, 0)), instr = atoi(PQgetvalue(r, i, 1)), cap = atoi(PQgetvalue(r, i, 2));
+        long left = (long)n_ctx - instr - cap;
+        int tiny = kgx_status_budget_tiny(n_ctx, instr, cap);
+        kgx_buf_t w = { 0 };
+        if (tiny) kgx_status_budget_warning(&w, n_ctx, instr, cap);
+        if (text) {
+            fprintf(text, "budget               slot context %d tokens: instructions ~%d + output cap %d, %ld left for "
+                          "drawer text (%ld %%)%s   (workers: %s)\n", n_ctx, instr, cap, left > 0 ? left : 0,
+                    left > 0 && n_ctx > 0 ? left * 100 / n_ctx : 0, tiny ? " TINY" : "", PQgetvalue(r, i, 3));
+            if (tiny) fprintf(text, "warning: %s\n", w.p);
+        }
+        if (warnings && tiny) {
+            if (warnings->len) kgx_buf_adds(warnings, ",");
+            kgx_buf_json_str(warnings, w.p);
+        }
+        kgx_buf_free(&w);
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ status JSON and text */
 
 void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
 {
@@ -43,6 +164,8 @@ void kgx_status_process_json(kgx_buf_t *b, const kgx_process_view_t *p)
         kgx_buf_adds(b, "}");
     }
     kgx_buf_adds(b, "]");
+    kgx_buf_adds(b, ",\"budget\":");             /* [budget] what a request leaves for drawer text */
+    budget_json(b, kgx_status_budget());
 }
 
 char *kgx_status_json(const kgx_queue_counts_t *c, const kgx_process_view_t *p, const char *workers_json,
