@@ -72,6 +72,13 @@ void kgx_endpoint_check(kgx_endpoint_t *ep);
 int kgx_endpoint_busy(kgx_endpoint_t *ep, long status);
 /* A whole answer: the limit climbs back by one after 8 x limit whole answers in a row. */
 void kgx_endpoint_ok(kgx_endpoint_t *ep);
+/* Whether an answer of `prompt` + `completion` tokens filled this endpoint's per-slot context: 1 when
+ * they reach n_ctx - 1 (llama-server stopped it because the slot was full), 0 when not, -1 when n_ctx
+ * or the counts are unknown. A chat completion has no "truncated": finish_reason is "length" for a cut
+ * at max_tokens and for a full context alike; measured on llama-server 0.7.0, a full context gives
+ * usage.prompt_tokens + usage.completion_tokens = n_ctx (509 + 3 of 512), a cut at max_tokens
+ * completion_tokens = max_tokens far below it (39 + 6). */
+int kgx_endpoint_context_full(const kgx_endpoint_t *ep, long prompt, long completion);
 /* Learned from a 400 context-size answer. */
 void kgx_endpoint_learn_n_ctx(kgx_endpoint_t *ep, int n_ctx);
 const char *kgx_endpoint_state_name(int state);
