@@ -49,12 +49,13 @@ sub daemon {
 
     my $r = run_kgx('--dsn', $dsn, '--status');
     is($r->{rc}, 0, 'tiny: --status exits 0') or diag($r->{err});
-    my ($instr, $cap, $left, $pct) = $r->{out} =~
-        /^budget\s+slot context 512 tokens: instructions ~(\d+) \+ output cap (\d+), (\d+) left for drawer text \((\d+) %\) TINY\s+\(workers: budget-tiny\)$/m;
-    ok(defined $instr, '--status shows the budget of the live worker: slot, instructions, output cap, what is left')
-        or diag($r->{out});
+    my ($instr, $counted, $cap, $left, $pct) = $r->{out} =~
+        /^budget\s+slot context 512 tokens: instructions ~(\d+) \(~(\d+) as the server counts them\) \+ output cap (\d+), (\d+) left for drawer text \((\d+) %\) TINY\s+\(workers: budget-tiny\)$/m;
+    ok(defined $instr, '--status shows the budget of the live worker: slot, instructions (estimated, and as the '
+                       . 'server counts them: prompt less chunk), output cap, what is left') or diag($r->{out});
     is($cap, 256, 'the output cap for a 512-token slot (sized with max_triples: 7 triples a call)');
-    is($left, (512 - $instr - $cap) > 0 ? 512 - $instr - $cap : 0, 'what is left = slot - instructions - output cap');
+    my $used = $counted > $instr ? $counted : $instr;
+    is($left, (512 - $used - $cap) > 0 ? 512 - $used - $cap : 0, 'what is left = slot - instructions - output cap');
     cmp_ok($left * 4, '<', 512, 'under a quarter of the slot');
     like($r->{out}, qr/^warning: tiny budget: slot context 512 tokens, instructions ~$instr \+ output cap $cap leave $left tokens \($pct %\) for drawer text: every drawer becomes many small requests\. Give each slot more context \(llama-server --ctx-size C -np N: each slot gets C\/N tokens\) or shorten the prompt$/m,
          '--status: the warning with the numbers and the fix');
@@ -62,8 +63,8 @@ sub daemon {
     $r = run_kgx('--dsn', $dsn, '--status', '--json');
     my $st = eval { json_decode($r->{out}) } or diag("not JSON: $r->{out}");
     my ($w) = grep { $_->{worker_id} eq 'budget-tiny' } @{ $st->{workers} // [] };
-    is_deeply([ @{ $w->{budget} }{qw(n_ctx instruction_tokens output_cap text_tokens tiny)} ],
-              [ 512, $instr, $cap, $left, JSON::PP::true ], '--status --json: workers[].budget has the numbers');
+    is_deeply([ @{ $w->{budget} }{qw(n_ctx instruction_tokens instruction_tokens_counted output_cap text_tokens tiny)} ],
+              [ 512, $instr, $counted, $cap, $left, JSON::PP::true ], '--status --json: workers[].budget has the numbers');
     is(scalar(grep { /^tiny budget: slot context 512 tokens/ && /--ctx-size C -np N/ } @{ $st->{warnings} // [] }), 1,
        '--status --json: warnings has it once');
 
@@ -83,7 +84,7 @@ sub daemon {
 {
     my ($dsn, $k, $base) = daemon('roomy', 4096);
     my $r = run_kgx('--dsn', $dsn, '--status');
-    like($r->{out}, qr/^budget\s+slot context 4096 tokens: instructions ~\d+ \+ output cap 512, \d+ left for drawer text \((\d+) %\)\s+\(workers: budget-roomy\)$/m,
+    like($r->{out}, qr/^budget\s+slot context 4096 tokens: instructions ~\d+ \(~\d+ as the server counts them\) \+ output cap 512, \d+ left for drawer text \((\d+) %\)\s+\(workers: budget-roomy\)$/m,
          'roomy: --status shows the budget, not marked tiny') or diag($r->{out});
     unlike($r->{out}, qr/tiny budget/, 'roomy: no warning');
     my $st = json_decode(run_kgx('--dsn', $dsn, '--status', '--json')->{out});
