@@ -9,8 +9,9 @@
  *   CUT_NPREDICT stop_type "limit" (chat "length") with truncated false: only this chunk is split
  *                smaller and asked again; parked, naming n_predict, when it cannot be split further
  *   CUT_CONTEXT  truncated true: the slot's context filled up during the answer — like an overflow
- *   CAPACITY     500 "Context size has been exceeded." (a unified KV pool is full), 503 (loading),
- *                429: the server is busy, not the drawer at fault — not charged, fewer in flight
+ *   CAPACITY     500 "Context size has been exceeded." (a unified KV pool is full), 429: the server
+ *                is busy, not the drawer at fault — not charged, fewer in flight. 503 (loading) is
+ *                classed here too, but outcome.c makes it wait for the endpoint instead
  *   OVERFLOW     400 exceed_context_size_error: the prompt is over the slot's context — split
  *   TRANSPORT    no HTTP answer (connect, reset, timeout, too big)
  *   REFUSED      any other HTTP error status (charged, retried)

@@ -346,6 +346,12 @@ void kgx_endpoint_check(kgx_endpoint_t *ep)
     probe_start(ep, 0);
 }
 
+int kgx_endpoint_context_full(const kgx_endpoint_t *ep, long prompt, long completion)
+{
+    if (!ep || ep->n_ctx <= 0 || prompt < 0 || completion < 0) return -1;
+    return prompt + completion >= (long)ep->n_ctx - 1;
+}
+
 void kgx_endpoint_learn_n_ctx(kgx_endpoint_t *ep, int n_ctx)
 {
     if (n_ctx > 0 && (ep->n_ctx == 0 || n_ctx < ep->n_ctx)) ep->n_ctx = n_ctx;

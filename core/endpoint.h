@@ -67,13 +67,21 @@ int kgx_endpoints_n_ctx(const kgx_endpoints_t *s);
 void kgx_endpoint_down(kgx_endpoint_t *ep, const char *why);
 /* Ask /health now (after a reset or timeout) unless a probe is already running. */
 void kgx_endpoint_check(kgx_endpoint_t *ep);
-/* A capacity signal (500 "Context size has been exceeded", 429, 503): the server is busy, not the
+/* A capacity signal (500 "Context size has been exceeded", 429 — not 503 "Loading model", which sets
+ * the endpoint aside: outcome.c): the server is busy, not the
  * request at fault. Halves the endpoint's in-flight limit (once per burst: every request active when
  * a unified KV pool fills gets the same 500), logs once what to change on the server, and returns
  * the limit as it was before this signal (1: the request was sent with nothing beside it allowed). */
 int kgx_endpoint_busy(kgx_endpoint_t *ep, long status);
 /* A whole answer: the limit climbs back by one after 8 x limit whole answers in a row. */
 void kgx_endpoint_ok(kgx_endpoint_t *ep);
+/* Whether an answer of `prompt` + `completion` tokens filled this endpoint's per-slot context: 1 when
+ * they reach n_ctx - 1 (llama-server stopped it because the slot was full), 0 when not, -1 when n_ctx
+ * or the counts are unknown. A chat completion has no "truncated": finish_reason is "length" for a cut
+ * at max_tokens and for a full context alike; measured on llama-server 0.7.0, a full context gives
+ * usage.prompt_tokens + usage.completion_tokens = n_ctx (509 + 3 of 512), a cut at max_tokens
+ * completion_tokens = max_tokens far below it (39 + 6). */
+int kgx_endpoint_context_full(const kgx_endpoint_t *ep, long prompt, long completion);
 /* Learned from a 400 context-size answer. */
 void kgx_endpoint_learn_n_ctx(kgx_endpoint_t *ep, int n_ctx);
 const char *kgx_endpoint_state_name(int state);

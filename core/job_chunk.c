@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "outcome.h"
 #include "sink.h"
+#include "status.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -198,6 +199,13 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
      * row of the failure table (outcome.c); the parse verdict is judged after the parse hook */
     kgx_answer_t ans;
     kgx_answer_read(r->err == KGX_HTTP_OK && r->status == 200 ? r->body : NULL, r->body_len, &ans);
+    /* [answer] a chat answer says "length" for both cuts: its token counts against the slot tell them apart */
+    if (ans.stop == KGX_STOP_LIMIT && ans.truncated < 0)
+        ans.truncated = kgx_endpoint_context_full(ep, ans.tokens_evaluated, ans.tokens_predicted);
+    {   /* [budget] what the instructions took, as the server counts: the prompt less the chunk's estimate */
+        const kgx_chunk_t *t = &j->texts[c->idx];
+        kgx_status_note_prompt(ans.tokens_evaluated, t->tokens >= 0 ? t->tokens : (long)(t->len + 2) / 3);
+    }
     int aoc = r->err == KGX_HTTP_OK
         ? (int)kgx_answer_classify(0, r->status, r->body ? r->body : "", r->body ? r->body_len : 0, &ans,
                                    KGX_VERDICT_NONE)

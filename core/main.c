@@ -101,6 +101,13 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
                              " AND tgrelid = to_regclass('public.mempalace_drawers'))");
     int follow = PQresultStatus(fr) == PGRES_TUPLES_OK && PQgetvalue(fr, 0, 0)[0] == 't';
     PQclear(fr);
+    /* [budget] what the live workers' requests leave for drawer text (tiny: a warning with the fix) */
+    kgx_buf_t bwarn = { 0 };
+    char *btext = NULL;
+    size_t btext_len = 0;
+    FILE *bf = cfg->json ? NULL : open_memstream(&btext, &btext_len);
+    if (kgx_status_live_budgets(c, bf, &bwarn, err, sizeof err)) fprintf(stderr, "warning: %s\n", err);
+    if (bf) fclose(bf);
     PQfinish(c);
     char perr[1024];
     kgx_script_t *s = policy ? load_policy(cfg, policy, perr, sizeof perr) : NULL;
@@ -123,6 +130,7 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
                            follow ? "true" : "false");
             kgx_buf_adds(&x, ",\"warnings\":[");
             if (have_live && live.warning) kgx_buf_json_str(&x, live.warning);
+            if (bwarn.len) kgx_buf_printf(&x, "%s%s", have_live && live.warning ? "," : "", bwarn.p);   /* [budget] */
             kgx_buf_adds(&x, "]}");
             printf("%s\n", x.p);
             kgx_buf_free(&x);
@@ -134,7 +142,10 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
         if (have_live && live.warning) printf("%s\n", live.warning);
         printf("follow_deletes       %s\n", follow ? "on   (trigger on mempalace_drawers: deleted drawers re-queued)"
                                                  : "off  (drawers deleted after completion: kgx-run --prune)");   /* [dropin] */
+        if (btext_len) fputs(btext, stdout);   /* [budget] */
     }
+    free(btext);
+    kgx_buf_free(&bwarn);
     kgx_drops_live_free(&live);
     free(workers);
     kgx_script_free(s);

@@ -6,7 +6,7 @@
  *   --------------  --------------  ---------  ------------------------------------------------
  *   ok              accept          -          a whole answer, parsed
  *   connect         wait endpoint   connect    the server is away: no attempt charged
- *   loading (503)   wait endpoint   http_5xx   the server is loading its model
+ *   loading (503)   wait endpoint   http_5xx   the server is loading its model (see below)
  *   reset           ask /health     reset      down -> wait; up -> the drawer's answer broke it
  *   timeout         charge + check  timeout    the drawer took too long; /health looks too
  *   too big         charge          too_big    an answer over the cap will be so again
@@ -27,6 +27,15 @@
  *
  * [answer] An LLM answer is classified once (answer.c) and lands on a row here:
  *   whole -> ok; overflow -> context; transport -> core's transport kinds; refused -> http 4xx/5xx.
+ *
+ * Why a 503 waits for the endpoint instead of lowering the in-flight limit like the other capacity
+ * signals: llama-server answers 503 "Loading model" (unavailable_error) only while its model loads,
+ * and then to every request, /health and /props included (a middleware in front of all routes; its
+ * only other 503, "no slot available", is /slots?fail_on_no_slot). It is the endpoint not being ready,
+ * not a server too busy for this many requests: set aside and asked /health until 200 (then /props
+ * again: slots and n_ctx may have changed with the model), nothing charged, nothing split. Taken as
+ * capacity it would halve the limit to 1 and then, alone at 1 and still refused, split drawers for as
+ * long as the model loads (core_outage.t: 62 of 80 drawers parked after a 2.5 s reload).
  */
 #include "outcome.h"
 #include "answer.h"
@@ -81,7 +90,8 @@ kgx_outcome_t kgx_outcome_of_http(int err, long status, int context_error)
 kgx_outcome_t kgx_outcome_of_answer(int err, long status, int answer)
 {
     if (err != KGX_HTTP_OK) return kgx_outcome_of_http(err, status, 0);
-    if (status == 503) return KGX_OUT_LOADING;          /* loading: the endpoint waits, as before */
+    if (status == 503) return KGX_OUT_LOADING;          /* loading: the endpoint waits (see above), whatever
+                                                         * answer.c's class (capacity) */
     switch ((kgx_answer_outcome_t)answer) {
     case KGX_ANSWER_WHOLE: return status == 200 ? KGX_OUT_OK : kgx_outcome_of_http(err, status, 0);
     case KGX_ANSWER_CUT_NPREDICT: return KGX_OUT_CUT_NPREDICT;

@@ -13,7 +13,7 @@
 typedef enum {
     KGX_OUT_OK,                 /* whole answer, parsed */
     KGX_OUT_CONNECT,            /* connection refused / cannot resolve: the endpoint is down */
-    KGX_OUT_LOADING,            /* 503: the server is loading its model */
+    KGX_OUT_LOADING,            /* 503: the server is loading its model (every route answers 503 then) */
     KGX_OUT_RESET,              /* connection reset or empty reply after connecting */
     KGX_OUT_TIMEOUT,            /* --request-timeout (or the policy's timeout_ms) passed */
     KGX_OUT_TOO_BIG,            /* answer over the byte cap */
@@ -62,7 +62,8 @@ const kgx_outcome_rule_t *kgx_outcome_rule(kgx_outcome_t o);
 kgx_outcome_t kgx_outcome_of_http(int err, long status, int context_error);
 /* [answer] HTTP result + the answer's class (kgx_answer_outcome_t of answer.h: whole, cut at
  * n_predict, cut by a full context, capacity, overflow, transport, refused, malformed) -> outcome.
- * A 503 stays "loading"; overflow is "context"; transport and refused keep core's kinds. */
+ * A 503 stays "loading" (the endpoint waits; not capacity: see outcome.c); overflow is "context";
+ * transport and refused keep core's kinds. */
 kgx_outcome_t kgx_outcome_of_answer(int err, long status, int answer);
 
 /* The one retry policy for transient database errors (daemon writes and --reapply): the delay before

@@ -2,6 +2,7 @@
  * load; every function here runs on the thread that owns the state. */
 #include "script_int.h"
 #include "log.h"
+#include "status.h"
 #include "utf8.h"
 
 #include <string.h>
@@ -24,6 +25,16 @@ static int api_tokens(lua_State *L)
     size_t n;
     luaL_checklstring(L, 1, &n);
     lua_pushnumber(L, (lua_Number)((n + 2) / 3));
+    return 1;
+}
+
+/* kgx.budget(n_ctx, instruction_tokens, output_cap) -> tiny: what one request leaves for drawer text,
+ * reported to the host (status: process.budget, --status; one warning per tiny budget). */
+static int api_budget(lua_State *L)
+{
+    lua_Number n = luaL_checknumber(L, 1), i = luaL_checknumber(L, 2), c = luaL_checknumber(L, 3);
+    int ok = n > 0 && n < 1 << 28 && i >= 0 && i < 1 << 28 && c >= 0 && c < 1 << 28;
+    lua_pushboolean(L, ok && kgx_status_note_budget((int)n, (int)i, (int)c));
     return 1;
 }
 
@@ -72,6 +83,8 @@ void script_push_kgx_api(script_vm_t *s)
     lua_setfield(L, -2, "tokens");
     lua_pushcfunction(L, api_utf8_valid);
     lua_setfield(L, -2, "utf8_valid");
+    lua_pushcfunction(L, api_budget);
+    lua_setfield(L, -2, "budget");
     lua_newtable(L);                                        /* stack: kgx config */
     lua_pushstring(L, c->model ? c->model : "");
     lua_setfield(L, -2, "model");

@@ -9,8 +9,10 @@
 --   llama.n_predict(cap, n_ctx) -> the output cap (before sizing it with max_triples)
 --   llama.sized(opts) -> n_predict, max_triples: the output cap and the list size sized together, so
 --                        that a full answer fits (see below)
---   llama.budget_warning(instruction_tokens, n_predict, n_ctx) -> logs once per n_ctx when the
---                        instructions and the output cap leave under a quarter of the slot for text
+--   llama.budget_warning(instruction_tokens, n_predict, n_ctx) -> tiny: reports what one request
+--                        leaves for drawer text to the host (kgx.budget: shown by kgx-run --status);
+--                        tiny when the instructions and the output cap leave under a quarter of the
+--                        slot for text (then the host logs one warning with the numbers and the fix)
 --   llama.prompt(instructions, text) -> instructions .. "\nTEXT:\n" .. text
 --
 -- opts:
@@ -82,19 +84,24 @@ function M.sized(opts)
     return n, min(want, fits)
 end
 
+-- Reports the budget to the host (kgx.budget: it keeps the last report for `kgx-run --status` and
+-- process.budget, and logs one warning per tiny budget, whichever hook thread reports it first);
+-- returns whether it is tiny. Without kgx.budget (an older host) it logs here, once per n_ctx.
 local warned = {}
 function M.budget_warning(instruction_tokens, n_predict, n_ctx)
-    n_ctx = tonumber(n_ctx) or 0
-    if n_ctx <= 0 or warned[n_ctx] then return false end
-    local left = n_ctx - (tonumber(instruction_tokens) or 0) - (tonumber(n_predict) or 0)
+    n_ctx = floor(tonumber(n_ctx) or 0)
+    if n_ctx <= 0 then return false end
+    local instr, cap = floor(tonumber(instruction_tokens) or 0), floor(tonumber(n_predict) or 0)
+    if kgx and kgx.budget then return kgx.budget(n_ctx, instr, cap) end
+    local left = n_ctx - instr - cap
     if left >= n_ctx / 4 then return false end
-    warned[n_ctx] = true
-    if kgx and kgx.log then
+    if not warned[n_ctx] and kgx and kgx.log then
         kgx.log("warn", string.format("tiny budget: slot context %d tokens, instructions ~%d + output cap %d " ..
             "leave %d tokens (%d %%) for drawer text: every drawer becomes many small requests. Give each slot " ..
             "more context (llama-server --ctx-size C -np N: each slot gets C/N tokens) or shorten the prompt",
-            n_ctx, instruction_tokens, n_predict, max(left, 0), floor(max(left, 0) * 100 / n_ctx)))
+            n_ctx, instr, cap, max(left, 0), floor(max(left, 0) * 100 / n_ctx)))
     end
+    warned[n_ctx] = true
     return true
 end
 

@@ -479,7 +479,8 @@ static void job_hang_over(uv_timer_t *t)
 }
 
 /* ------------------------------------------------------------------ endpoints */
-static int loading(void) { return opt.loading_ms > 0 && (uv_hrtime() - t_start) / 1000000 < (uint64_t)opt.loading_ms; }
+static uint64_t loading_until;   /* hrtime: --loading-ms after start, or /fake/config loading_ms (a reload) */
+static int loading(void) { return uv_hrtime() < loading_until; }
 
 static int query_has(const char *q, size_t qlen, const char *kv)
 {
@@ -722,6 +723,9 @@ static void ep_config(conn_t *c)
     if (lua_isnumber(L, -1)) opt.prompt_us = lua_tonumber(L, -1);
     lua_getfield(L, t, "gen_us_per_token");
     if (lua_isnumber(L, -1)) opt.gen_us = lua_tonumber(L, -1);
+    lua_getfield(L, t, "loading_ms");      /* the model reloads: 503 "Loading model" everywhere for N ms */
+    if (lua_isnumber(L, -1) && lua_tonumber(L, -1) >= 0)
+        loading_until = uv_hrtime() + (uint64_t)(lua_tonumber(L, -1) * 1e6);
     lua_settop(L, t - 2);
     respond_str(c, 200, "{\"ok\":true}");
 }
@@ -993,6 +997,7 @@ int main(int argc, char **argv)
     slots = calloc((size_t)opt.parallel, sizeof *slots);
     uv_timer_init(loop, &kv_timer);
     t_start = t_stats = uv_hrtime();
+    loading_until = t_start + (uint64_t)(opt.loading_ms > 0 ? opt.loading_ms : 0) * 1000000;
     t_epoch = time(NULL);
 
     parser_settings.on_message_begin = on_message_begin;

@@ -239,7 +239,7 @@ function M.produce(r, fault, n_ctx)
   elseif fault == "prose" then content = "Here are the facts:\n" .. r.answer .. "\nHope this helps!"
   elseif fault == "prosecut" then content = "Here are the facts I found:\n" .. utf8_cut(r.answer, floor(#r.answer / 2))
   elseif fault == "limitcut" then content, stop_type = utf8_cut(r.answer, floor(#r.answer / 2)), "limit"
-  elseif fault == "ctxcut" then
+  elseif fault == "ctxcut" then   -- the answer ran into the end of the slot: it used all the room
     content, stop_type, r.truncated = utf8_cut(r.answer, floor(#r.answer / 2)), "limit", true
   elseif fault == "pad" then
     local want = budget * 4 - #content
@@ -258,7 +258,9 @@ function M.produce(r, fault, n_ctx)
     if first then content, stop_type = content:sub(1, first - 1), "word" else word = "" end
   end
   local n = ntok(content)
-  if n > budget then
+  if fault == "ctxcut" then   -- it ran into the end of the slot: prompt + predicted = n_ctx, as llama-server
+    n = room > 0 and room or 0
+  elseif n > budget then
     content, n, stop_type = utf8_cut(content, budget * 4), budget, "limit"
     r.truncated = budget == room
   end
@@ -316,7 +318,7 @@ function M.config(body)
     if type(c.faults) ~= "table" then return bad('"faults" must be an array of strings') end
     for _, f in ipairs(c.faults) do if type(f) ~= "string" then return bad('"faults" must be an array of strings') end end
   end
-  for _, k in ipairs({ "latency_ms", "prompt_us_per_token", "gen_us_per_token" }) do
+  for _, k in ipairs({ "latency_ms", "prompt_us_per_token", "gen_us_per_token", "loading_ms" }) do
     if c[k] ~= nil and type(c[k]) ~= "number" then return bad('"' .. k .. '" must be a number') end
   end
   return 200, c

@@ -50,6 +50,11 @@ for my $kind (qw(prosecut limitcut ctxcut kv500 all)) {
         like($r->{err}, qr/answer cut at n_predict: chunk \d+ \(\d+ tokens\) split into \d+ smaller chunks/,
              'limitcut: only the cut chunk is split smaller');
     }
+    if ($kind eq 'ctxcut') {   # chat answers (the default policy): "length" and no truncated, as llama-server
+        like($r->{err}, qr/answer cut by a full context \(truncated\) at \d+\+\d+ tokens/,
+             'ctxcut: a chat answer that filled the slot is told from a cut at max_tokens (its token counts)');
+        unlike($r->{err}, qr/answer cut at n_predict/, 'ctxcut: none taken for a cut at n_predict');
+    }
     if ($kind eq 'kv500') {
         my $charged = psql($dsn, 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE attempts > 0');
         is($charged, 0, 'kv500: capacity is not the drawers\' fault: no attempt charged');

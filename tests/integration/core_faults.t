@@ -44,6 +44,10 @@ for my $kind (qw(mix 500 503 reset malformed truncated empty hang)) {
     note("$kind: faults=$nf, rows with charged attempts=$retried, requests=$s->{extraction_requests}");
     if ($kind ne '503') {
         cmp_ok($retried, '>', 0, "$kind: failures are charged as attempts");
+    } else {   # 503 "Loading model": the endpoint is not ready — waited for, never the drawer's fault
+        is($retried, 0, '503: not charged (the endpoint waits for /health)');
+        unlike($r->{err}, qr/capacity signal|splitting smaller|split into \d+ smaller/,
+               '503: neither the in-flight limit lowered nor a drawer split smaller');
     }
     canon_is(graph_canon(graph_dump($dsn)), $canon, "$kind: graph identical to the clean run");
     stop_fake($fake);

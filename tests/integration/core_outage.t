@@ -1,13 +1,16 @@
 #!/usr/bin/env perl
 # core_outage — a drawer that always fails is parked with its error and attempts = --max-attempts; every
 # endpoint down for a while (the fake stopped, a new one on the same port ~5 s later): nothing parked,
-# no attempt charged for the outage, work resumes and completes.
+# no attempt charged for the outage, work resumes and completes. The same for a server still loading
+# its model at start and for a model reload mid-run (503 "Loading model" everywhere).
 use strict;
 use warnings;
 use KgxTest;
 use KgxGraph;
+use HTTP::Tiny;
 
 $ENV{KGX_RETRY_BASE_MS} = 50;
+my $http_ua = HTTP::Tiny->new(timeout => 10);
 
 # ---- always failing: parked after 3 attempts, with the error
 {
@@ -114,6 +117,34 @@ $ENV{KGX_RETRY_BASE_MS} = 50;
     is(queue_count($dsn, 'error IS NOT NULL'), 0, 'loading server: nothing parked with --max-attempts 1');
     is(queue_count($dsn, 'attempts > 0'), 0, 'loading server: no attempt charged');
     graph_matches(graph_dump($dsn), expected_graph($c), 'after loading');
+}
+
+# ---- the model reloads mid-run: llama-server answers 503 "Loading model" to every request, /health
+#      included, until it is loaded. That is the endpoint not being ready, not a busy server: the
+#      endpoint is set aside and /health asked until it answers 200 — nothing charged, no drawer split
+#      smaller, the in-flight limit left alone (halving it would end, at a limit of 1, in splitting
+#      drawers for as long as the model loads).
+{
+    my $dsn = fresh_db('core_outage_reload');
+    my $c = gen_corpus(n => 80, seed => 64, pool => 50);
+    create_drawers($dsn, $c);
+    my $fake = start_fake('--parallel', 4, '--latency-ms', 40);
+    my $k = spawn_kgx('--dsn', $dsn, '--endpoint', $fake->{url}, '--backfill', '--max-attempts', 1,
+                      '--poll-interval', 1);
+    ok(wait_until(60, sub { fake_stats($fake)->{extraction_requests} >= 12 }), 'reload: work under way');
+    fake_config($fake, { loading_ms => 2500 });
+    my $r = $http_ua->get("$fake->{url}/health");
+    is($r->{status}, 503, 'reload: /health answers 503 while the model loads');
+    my $st = wait_pid($k->{pid}, 90);
+    my $err = read_file($k->{errfile}) // '';
+    is($st, 0, 'reload: backfill exits 0') or diag(substr($err, -3000));
+    is(queue_count($dsn, 'completed_at IS NOT NULL'), 80, 'reload: every drawer completed');
+    is(queue_count($dsn, 'attempts > 0'), 0, 'reload: no attempt charged (--max-attempts 1)');
+    like($err, qr/state=down reason="503 loading"/, 'reload: the endpoint was set aside (503 loading)');
+    like($err, qr/state=down reason="503 loading".*\bstate=up\b/s, 'reload: ... and came back up');
+    unlike($err, qr/capacity signal|in-flight limit \d+ -> /, 'reload: the in-flight limit was not lowered');
+    unlike($err, qr/splitting smaller|split into \d+ smaller/, 'reload: no drawer split smaller');
+    graph_matches(graph_dump($dsn), expected_graph($c), 'after a reload');
 }
 
 done_testing();

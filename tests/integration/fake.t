@@ -307,6 +307,12 @@ my $clean;
     config({ faults => ['ctxcut:1.0'] });
     ($r, $x) = complete("Ann uses Vim. Ben owns a boat.");
     ok($x->{stop_type} eq 'limit' && $x->{truncated}, 'ctxcut: stop_type limit, truncated true (a full context)');
+    is($x->{tokens_evaluated} + $x->{tokens_predicted}, 1024, 'ctxcut: prompt + predicted tokens = the slot\'s n_ctx');
+    ($r, $x) = post('/v1/chat/completions', { messages => [{ role => 'user', content => "TEXT:\nAnn uses Vim." }], max_tokens => 256 });
+    ok($x->{choices}[0]{finish_reason} eq 'length' && !exists $x->{truncated},
+       'ctxcut, chat: finish_reason length and no truncated (as llama-server)');
+    is($x->{usage}{prompt_tokens} + $x->{usage}{completion_tokens}, 1024,
+       'ctxcut, chat: prompt + completion tokens = n_ctx (what tells it from a cut at max_tokens)');
     config({ faults => ['kv500:1.0'] });
     ($r, $x) = complete("A uses B.");
     is($r->{status}, 500, 'kv500: 500');

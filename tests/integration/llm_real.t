@@ -70,6 +70,24 @@ is($r->{status}, 200, 'a prompt that fits, with an answer that cannot: accepted'
 is($r->{json}{stop_type}, 'limit', '… cut: stop_type limit');
 ok($r->{json}{truncated}, '… truncated true: the slot\'s context filled up')
     or diag("tokens_evaluated=$r->{json}{tokens_evaluated} predicted=$r->{json}{tokens_predicted}");
+# a chat answer carries no "truncated": finish_reason is "length" for both cuts; only the token counts
+# against the slot's n_ctx tell them apart (what kgx reads, core/endpoint.c kgx_endpoint_context_full)
+my $chat_fmt = { type => 'json_schema', json_schema => { name => 'triples', schema => llm_schema(min_items => 8, max_items => 10) } };
+$r = llm_post($s, '/v1/chat/completions', { messages => [{ role => 'user', content => "TEXT:\nBob uses Kafka." }],
+                                            max_tokens => 6, response_format => $chat_fmt });
+is($r->{json}{choices}[0]{finish_reason}, 'length', 'chat, max_tokens 6: finish_reason length');
+ok(!exists $r->{json}{truncated} && !exists $r->{json}{choices}[0]{truncated}, '… no truncated in a chat answer');
+is($r->{json}{usage}{completion_tokens}, 6, '… completion_tokens = max_tokens');
+cmp_ok($r->{json}{usage}{prompt_tokens} + $r->{json}{usage}{completion_tokens}, '<', 2047, '… far from the slot\'s n_ctx');
+my $cfill = 'Alice works on Apollo. ' x (10 * int(1960 / $per10));
+$r = llm_post($s, '/v1/chat/completions', { messages => [{ role => 'user', content => $cfill }], max_tokens => 400,
+                                            response_format => $chat_fmt });
+is($r->{status}, 200, 'chat: a prompt that fits, with an answer that cannot: accepted') or diag($r->{body});
+is($r->{json}{choices}[0]{finish_reason}, 'length', '… finish_reason length, as for a cut at max_tokens');
+ok(!exists $r->{json}{truncated} && !exists $r->{json}{choices}[0]{truncated}, '… and no truncated');
+cmp_ok($r->{json}{usage}{completion_tokens} // 0, '<', 400, '… fewer tokens than max_tokens');
+is(($r->{json}{usage}{prompt_tokens} // 0) + ($r->{json}{usage}{completion_tokens} // 0), 2048,
+   '… prompt + completion tokens = the slot\'s n_ctx: a full context');
 
 # ---------------------------------------------------------------- prompt cache
 my $prompt = "Extract facts from the text.\nTEXT:\nCarol depends on the search service. " . ('Dave maintains the database. ' x 20);

@@ -76,4 +76,12 @@ do
 end
 t.ok(llama.overhead_tokens(I, "chat") > llama.overhead_tokens(I, "completion"), "chat overhead larger")
 
+-- the budget is reported to the host (kgx-run --status shows it); tiny under a quarter of the slot
+shim.budgets = {}
+t.is(llama.budget_warning(313, 256, 512), true, "512-token slot, 313 + 256: tiny")
+t.is(llama.budget_warning(313, 512, 4096), false, "4096-token slot: not tiny")
+t.is(llama.budget_warning(313, 256, 0), false, "unknown context: nothing reported")
+t.is(#shim.budgets, 2, "two reports reach the host")
+t.is(table.concat(shim.budgets[1], ","), "512,313,256", "with the numbers: n_ctx, instructions, output cap")
+
 t.done()

@@ -40,6 +40,7 @@ local function utf8_valid(s)
 end
 
 M.logs = {}
+M.budgets = {}
 function M.new_kgx(config)
     local cfg = { model = "phi-4-mini", n_ctx = 0, min_confidence = 0.5, max_triples = 10,
                   policy_dir = M.root .. "prompts", plugins_dir = M.root .. "plugins" }
@@ -59,6 +60,11 @@ function M.new_kgx(config)
         tokens = function(s) return math.ceil(#s / 3) end,
         config = cfg,
         utf8_valid = utf8_valid,
+        -- the host keeps the last report (kgx-run --status) and says whether it is tiny
+        budget = function(n_ctx, instr, cap)
+            M.budgets[#M.budgets + 1] = { n_ctx, instr, cap }
+            return (n_ctx - instr - cap) * 4 < n_ctx
+        end,
     }
 end
 
