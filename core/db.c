@@ -61,6 +61,7 @@ struct kgx_db {
     int nsetup;
     kgx_db_state_cb on_state;
     void *state_ud;
+    const char *label;           /* (static) a second pool's name in its log lines */
     int reported;                /* last state reported: -1 none yet, 0 down, 1 up */
     int pool_size;
     db_conn_t **pool;
@@ -132,8 +133,8 @@ static void report_state(kgx_db_t *db, const char *err)
     int up = pool_ready(db);
     if (up == db->reported) return;
     db->reported = up;
-    if (up) log_info("db up");
-    else log_warn("db down: %s", err ? err : "no connection");
+    if (up) log_info("db %s%sup", db->label ? db->label : "", db->label ? " " : "");
+    else log_warn("db %s%sdown: %s", db->label ? db->label : "", db->label ? " " : "", err ? err : "no connection");
     if (db->on_state) db->on_state(up, up ? NULL : (err ? err : "no connection"), db->state_ud);
 }
 
@@ -538,6 +539,7 @@ kgx_db_t *kgx_db_new(uv_loop_t *loop, const kgx_db_opts_t *opts)
     db->reported = -1;
     db->on_state = opts->on_state;
     db->state_ud = opts->state_ud;
+    db->label = opts->label;
     db->pool_size = opts->pool_size > 0 ? opts->pool_size : 2;
     db->dsn = xstrdup(opts->dsn);
     if (opts->setup_sql)

@@ -30,6 +30,7 @@ typedef struct {
     int pool_size;                 /* default 2 */
     const char *const *setup_sql;  /* NULL-terminated list run on each new connection */
     kgx_db_state_cb on_state; void *state_ud;
+    const char *label;             /* NULL: logs "db up" / "db down"; else "db LABEL up" (a second pool) */
 } kgx_db_opts_t;
 
 kgx_db_t *kgx_db_new(uv_loop_t *loop, const kgx_db_opts_t *opts);

@@ -110,6 +110,8 @@ struct kgx_engine {
     kgx_http_t *http;
     const kgx_sink_t *sink;     /* where drawers come from and results go (sink.h) */
     kgx_db_t *db;               /* the database sink's pool; NULL with --dry-run */
+    kgx_db_t *db_lookup;        /* economy (issue 14): one connection for answer lookups, never queued
+                                 * behind writes (a chunk holds its LLM slot while it is looked up) */
     kgx_hooks_t *hooks;
     kgx_reuse_t *reuse;         /* economy (issue 14): flights and stored answers; NULL = always ask */
     kgx_endpoints_t eps;

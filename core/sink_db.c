@@ -40,11 +40,21 @@ static int db_open(kgx_engine_t *e, char *err, size_t errlen)
         return -1;
     }
     if (e->cfg->mode == KGX_MODE_DAEMON) kgx_db_listen(e->db, "kgx_queue", notify_cb, e);
+    if (e->cfg->keep_answers && !e->cfg->fresh_answers) {
+        kgx_db_opts_t lo = { 0 };
+        lo.dsn = e->cfg->dsn;
+        lo.pool_size = 1;
+        lo.setup_sql = kgx_graph_session_sql;
+        lo.label = "lookups";
+        e->db_lookup = kgx_db_new(&e->loop, &lo);   /* NULL: lookups share the main pool */
+    }
     return 0;
 }
 
 static void db_close(kgx_engine_t *e)
 {
+    kgx_db_free(e->db_lookup);
+    e->db_lookup = NULL;
     kgx_db_free(e->db);
     e->db = NULL;
 }
@@ -124,7 +134,7 @@ static void db_write(job_t *j)
 static int db_lookup(void *ep, const char *keys_json, kgx_reuse_rows_cb cb, void *ud)
 {
     kgx_engine_t *e = ep;
-    return kgx_graph_answers_lookup(e->db, e->cfg->graph, keys_json, cb, ud);
+    return kgx_graph_answers_lookup(e->db_lookup ? e->db_lookup : e->db, e->cfg->graph, keys_json, cb, ud);
 }
 
 static void release_cb(long long n, const char *err, void *ud)
