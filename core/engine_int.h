@@ -39,6 +39,7 @@
 #define PUBLISH_FIRST_MS 200            /* this process's row in kgx_workers: first, then every ... */
 #define PUBLISH_MS 5000
 #define FAIL_RECORD_RETRY_MS 1000       /* the database was away while recording a failure */
+#define RETRY_BACKOFF_MAX_MS 60000.0 /* a charged failure waits KGX_RETRY_BASE_MS doubling per attempt, up to this */
 #define WRITE_START_RETRY_MS 500        /* no connection to start a write on */
 #define TEXT_REREAD_MS 1000             /* a drawer's text could not be read: again after this (budget.c) */
 #define RELOAD_DEBOUNCE_MS 500          /* a policy file changed: reload once the editor's writes settle */

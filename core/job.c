@@ -267,8 +267,8 @@ void job_split(job_t *j)
 static double backoff_ms(kgx_engine_t *e, int attempts)
 {
     double d = e->retry_base_ms;
-    for (int i = 1; i < attempts && d < 60000; i++) d *= 2;
-    if (d > 60000) d = 60000;
+    for (int i = 1; i < attempts && d < RETRY_BACKOFF_MAX_MS; i++) d *= 2;
+    if (d > RETRY_BACKOFF_MAX_MS) d = RETRY_BACKOFF_MAX_MS;
     return d * (0.5 + (double)rand() / RAND_MAX);   /* jitter: 0.5x .. 1.5x */
 }
 
