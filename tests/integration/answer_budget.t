@@ -9,15 +9,7 @@ use warnings;
 use KgxTest;
 use KgxGraph;
 use HTTP::Tiny;
-use IO::Socket::INET;
 
-sub free_port {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $p = $s->sockport;
-    close $s;
-    return $p;
-}
 
 my $ua = HTTP::Tiny->new(timeout => 10);
 
@@ -31,7 +23,7 @@ sub daemon {
     my $port = free_port();
     my $k = spawn_kgx('--dsn', $dsn, '--endpoint', $fake->{url}, '--http', "127.0.0.1:$port", '--poll-interval', 1,
                       '--worker-id', "budget-$name");
-    ok(wait_until(30, sub { $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200 }), "$name: the daemon is up")
+    ok(wait_until(120, sub { $ua->get("http://127.0.0.1:$port/healthz")->{status} == 200 }), "$name: the daemon is up")
         or diag(read_file($k->{errfile}));
     psql($dsn, 'INSERT INTO mempalace_kg_extraction_queue (drawer_id, wing, room) SELECT id, wing, room FROM mempalace_drawers');
     my $seen = wait_until(60, sub {
