@@ -19,9 +19,12 @@ void kgx_budget_init(kgx_budget_t *b, size_t limit)
      * stay resident; a fixed threshold maps each one and gives it back to the system when freed. */
     mallopt(M_MMAP_THRESHOLD, 1 << 20);
     /* The hook threads (hooks.c) would each get a malloc arena of their own, and the chunk-sized
-     * buffers a large drawer leaves in each stay resident there: two arenas for the whole process
-     * (8 x 10 MB drawers, core_memory_budget.t: peak 81 MiB -> under the 80 MiB bound). */
-    mallopt(M_ARENA_MAX, 2);
+     * buffers a large drawer leaves in an arena stay resident there, unusable by the next drawer's
+     * allocations in another arena: one arena for the whole process (B10a, 8 x 10 MB drawers, default
+     * budget: 71.4 MiB with two arenas, 55.2 MiB with one; small allocations still come from each
+     * thread's own cache, so the threads rarely wait for each other: kgx-run's CPU time on 3,000
+     * drawers was the same). */
+    mallopt(M_ARENA_MAX, 1);
     *b = (kgx_budget_t){ 0 };
     b->limit = limit;
     /* never below one drawer's fixed share: a tiny budget still makes progress, one drawer at a time */

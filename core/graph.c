@@ -3,6 +3,7 @@
 #include "log.h"
 #include "names.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +132,15 @@ static int run_concurrent(PGconn *c, char *part, char *err, size_t errlen)
     return rc;
 }
 
+/* Deltas a process left when it died between a write and its fold: folded before this one starts.
+ * Not fatal: the daemon folds after its first write anyway. */
+static int fold_leftovers(PGconn *c, const char *graph)
+{
+    char err[512];
+    if (kgx_graph_fold_all(c, graph, err, sizeof err)) log_warn("%s", err);
+    return 0;
+}
+
 int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, size_t errlen)
 {
     if (!kgx_graph_name_ok(graph)) {
@@ -151,7 +161,7 @@ int kgx_graph_setup(PGconn *c, const char *graph, int need_drawers, char *err, s
     snprintf(stamp, sizeof stamp, "kgx schema %016llx", schema_hash(sql));
     if (schema_current(c, graph, stamp)) {
         free(sql);
-        return 0;
+        return fold_leftovers(c, graph);
     }
     /* Serialised across processes starting together by a session advisory lock, taken with
      * pg_try_advisory_lock in a loop: a session waiting inside a statement (or a transaction) would
@@ -205,14 +215,140 @@ done:;
     PGresult *u = PQexec(c, "SELECT pg_advisory_unlock(hashtext('kgx-schema'))");
     PQclear(u);
     free(sql);
-    return rc;
+    return rc ? rc : fold_leftovers(c, graph);
 }
 
-typedef struct { kgx_graph_write_cb cb; void *ud; } write_ctx_t;
+/* ------------------------------------------------------------------ aggregate folds
+ * A write appends aggregate deltas for the facts that already had an edge (schema.sql.in,
+ * kgx_<graph>_edge_delta); kgx_<graph>_fold applies them to the edges. Each process folds after its
+ * own writes: one fold in flight per pool, started when a write completes, again at once when writes
+ * completed meanwhile — a batch is whatever the pool's writers committed during the previous fold, so
+ * the edge properties lag the support rows by about one fold, and a hot fact's edge row is updated
+ * once per fold instead of once per drawer. A fold cancelled by statement_timeout is retried with
+ * half as many edges. kgx_graph_fold_all (blocking) folds what is left, at setup and at exit. */
+#define FOLD_LIMIT 500
+#define FOLD_LOST_MS 60000      /* a fold unanswered this long went with its pool (kgx_db_free drops callbacks) */
+
+static struct fold_slot {
+    kgx_db_t *db;
+    char graph[64];
+    int inflight, again, limit;
+    uint64_t started_ms;
+    unsigned long long writes, writes_at_start;
+} fold_slots[4];
+static int fold_dirty;          /* writes completed since the last fold that ended with nothing left */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct fold_slot *fold_slot(kgx_db_t *db, const char *graph)
+{
+    struct fold_slot *free_slot = NULL, *oldest = &fold_slots[0];
+    for (size_t i = 0; i < sizeof fold_slots / sizeof *fold_slots; i++) {
+        struct fold_slot *f = &fold_slots[i];
+        if (f->db == db && !strcmp(f->graph, graph)) return f;
+        if (!f->db && !free_slot) free_slot = f;
+        if (f->started_ms < oldest->started_ms) oldest = f;
+    }
+    struct fold_slot *f = free_slot ? free_slot : oldest;
+    memset(f, 0, sizeof *f);
+    f->db = db;
+    snprintf(f->graph, sizeof f->graph, "%s", graph);
+    f->limit = FOLD_LIMIT;
+    return f;
+}
+
+static void fold_start(struct fold_slot *f);
+
+static void fold_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    struct fold_slot *f = ud;
+    f->inflight = 0;
+    int more = 0;
+    if (res && PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        more = PQgetvalue(res, 0, 1)[0] == 't';
+        if (f->limit < FOLD_LIMIT) f->limit = f->limit * 2 > FOLD_LIMIT ? FOLD_LIMIT : f->limit * 2;
+        if (!more && !f->again && f->writes == f->writes_at_start) fold_dirty = 0;
+    } else if (sqlstate && !strcmp(sqlstate, "57014") && f->limit > 1) {
+        f->limit /= 2;          /* statement_timeout: smaller batches */
+        more = 1;
+    } else {
+        /* the pool's trouble (its writers see it too); the next write or the exit folds again */
+        log_debug("aggregate fold failed: %s", err ? err : "no result");
+        f->again = 0;
+        return;
+    }
+    if (more || f->again) fold_start(f);
+}
+
+static void fold_start(struct fold_slot *f)
+{
+    char sql[160], lim[16];
+    snprintf(sql, sizeof sql, "SELECT folded, more FROM public.kgx_%s_fold($1::integer)", f->graph);
+    snprintf(lim, sizeof lim, "%d", f->limit);
+    const char *p[] = { lim };
+    f->again = 0;
+    f->writes_at_start = f->writes;
+    f->started_ms = mono_ms();
+    if (kgx_db_query(f->db, sql, 1, p, fold_done, f) == 0) f->inflight = 1;
+}
+
+/* After a write completed (or failed): fold now, or once the fold in flight is done. */
+static void fold_after_write(kgx_db_t *db, const char *graph)
+{
+    struct fold_slot *f = fold_slot(db, graph);
+    f->writes++;
+    fold_dirty = 1;
+    if (f->inflight && mono_ms() - f->started_ms < FOLD_LOST_MS) f->again = 1;
+    else fold_start(f);
+}
+
+int kgx_graph_fold_pending(void) { return fold_dirty; }
+
+int kgx_graph_fold_all(PGconn *c, const char *graph, char *err, size_t errlen)
+{
+    if (!kgx_graph_name_ok(graph)) {
+        snprintf(err, errlen, "invalid graph name");
+        return -1;
+    }
+    char sql[160], lim[16];
+    snprintf(sql, sizeof sql, "SELECT folded, more FROM public.kgx_%s_fold($1::integer)", graph);
+    for (int limit = FOLD_LIMIT;;) {
+        snprintf(lim, sizeof lim, "%d", limit);
+        const char *p[] = { lim };
+        PGresult *r = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            int more = PQgetvalue(r, 0, 1)[0] == 't';
+            PQclear(r);
+            if (!more) break;
+            continue;
+        }
+        const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (st && !strcmp(st, "57014") && limit > 1) {
+            PQclear(r);
+            limit /= 2;
+            continue;
+        }
+        kgx_db_result_error(err, errlen, "folding edge aggregates: ", r);
+        PQclear(r);
+        return -1;
+    }
+    fold_dirty = 0;
+    return 0;
+}
+
+typedef struct { kgx_graph_write_cb cb; void *ud; kgx_db_t *db; char graph[64]; } write_ctx_t;
 
 static void write_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
 {
     write_ctx_t *w = ud;
+    /* before the callback, which may end the run (the fold is then one more statement the drain waits
+     * for) or free the pool */
+    if (res) fold_after_write(w->db, w->graph);
     if (!res) w->cb(0, err ? err : "connection lost", "08006", w->ud);
     else if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
         w->cb(0, err ? err : "write failed", sqlstate, w->ud);
@@ -244,8 +380,11 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
     snprintf(tok, sizeof tok, "%lld", token);
     const char *p[] = { drawer_id, worker, token >= 0 ? tok : NULL, triples_json, answers_json };
     write_ctx_t *w = malloc(sizeof *w);
+    if (!w) return -1;
     w->cb = cb;
     w->ud = ud;
+    w->db = db;
+    snprintf(w->graph, sizeof w->graph, "%s", graph);
     int rc = kgx_db_query(db, sql, 5, p, write_done, w);
     if (rc) free(w);
     return rc;

@@ -43,6 +43,13 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
                     kgx_graph_write_cb cb, void *ud);
 int kgx_graph_is_transient(const char *sqlstate, const char *err);
 
+/* Aggregate folds (kgx_<graph>_fold, schema.sql.in): kgx_graph_write starts them by itself after its
+ * writes. kgx_graph_fold_all folds every pending delta (blocking; 0, or -1 with err);
+ * kgx_graph_fold_pending is 1 while this process's writes may have left deltas to fold (a fold
+ * dropped with its pool, or not yet done): then the caller runs kgx_graph_fold_all before exiting. */
+int kgx_graph_fold_all(PGconn *c, const char *graph, char *err, size_t errlen);
+int kgx_graph_fold_pending(void);
+
 /* Reapply (blocking, a CLI mode): stored answers of completed drawers after `after` (keyset paging by
  * id; `only` limits to one drawer). Row: drawer id, wing, room, document, metadata, chunk, body — the
  * rows of one drawer adjacent. NULL with err on failure; caller PQclear()s. */

@@ -156,12 +156,13 @@ static int run_status(const kgx_config_t *cfg, const char *policy)
 static volatile sig_atomic_t g_stop_waiting;
 static void stop_waiting(int sig) { (void)sig; g_stop_waiting = 1; }
 
-/* SIGTERM/SIGINT before the loop's own handlers are up (setup, seeding, loading the policy): nothing is
- * claimed yet and every statement so far is its own transaction (an interrupted index build is redone by
- * the next start), so stopping at once is clean — exit 0, as a stop during the run would. */
-static void stop_before_run(int sig)
+/* SIGTERM/SIGINT outside the loop (setup, seeding, loading the policy; the final fold after it): no
+ * row is claimed then and every statement is its own transaction (an interrupted index build is redone
+ * and unfolded aggregate deltas are folded by the next start), so stopping at once is clean — exit 0, as
+ * a stop during the run would. */
+static void stop_outside_loop(int sig)
 {
-    static const char m[] = "stopped before the run began (nothing claimed)\n";
+    static const char m[] = "stopped outside the run (nothing claimed)\n";
     (void)sig;
     if (write(2, m, sizeof m - 1) < 0) { /* nothing to do */ }
     _exit(0);
@@ -228,8 +229,8 @@ static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
         signal(SIGTERM, stop_waiting);      /* the wait ends at once; the log says so */
         signal(SIGINT, stop_waiting);
         int stop = wait_or_stop(delay);
-        signal(SIGTERM, stop_before_run);
-        signal(SIGINT, stop_before_run);
+        signal(SIGTERM, stop_outside_loop);
+        signal(SIGINT, stop_outside_loop);
         if (stop) {
             log_info("stopped while waiting for the database");
             *stopped = 1;
@@ -237,6 +238,18 @@ static int setup_database(const kgx_config_t *cfg, int backfill, int *stopped)
         }
         delay = delay * 2 > 30000 ? 30000 : delay * 2;
     }
+}
+
+/* What this process's writes left to fold (a fold dropped with its pool when the run ended): the edge
+ * properties are exact when kgx-run exits (graph.c, kgx_graph_fold_all). */
+static void fold_before_exit(const kgx_config_t *cfg)
+{
+    if (!kgx_graph_fold_pending() || !cfg->dsn) return;
+    char err[1024] = "";
+    PGconn *c = kgx_db_connect_blocking(cfg->dsn, kgx_graph_session_sql, err, sizeof err);
+    if (!c || kgx_graph_fold_all(c, cfg->graph, err, sizeof err))
+        log_warn("edge aggregates left to fold (the next kgx-run start folds them): %s", err);
+    if (c) PQfinish(c);
 }
 
 int main(int argc, char **argv)
@@ -331,12 +344,13 @@ int main(int argc, char **argv)
             break;
         }
         rc = kgx_reapply_run(&cfg, s);    /* takes s */
+        fold_before_exit(&cfg);
         break;
     }
     default: {
         int stopped = 0;
-        signal(SIGTERM, stop_before_run);   /* until the loop's handlers take over (engine.c) */
-        signal(SIGINT, stop_before_run);
+        signal(SIGTERM, stop_outside_loop);   /* until the loop's handlers take over (engine.c) */
+        signal(SIGINT, stop_outside_loop);
         if (cfg.mode != KGX_MODE_DRY_RUN && (rc = setup_database(&cfg, cfg.mode == KGX_MODE_BACKFILL, &stopped)))
             break;
         if (stopped) break;
@@ -349,6 +363,9 @@ int main(int argc, char **argv)
         }
         rc = kgx_engine_run(e);
         kgx_engine_free(e);
+        signal(SIGTERM, stop_outside_loop);  /* the loop's handlers are gone */
+        signal(SIGINT, stop_outside_loop);
+        if (cfg.mode != KGX_MODE_DRY_RUN) fold_before_exit(&cfg);
         break;
     }
     }
