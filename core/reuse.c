@@ -9,6 +9,7 @@
 
 #define NBUCKETS 1024          /* flights: at most one per request in flight */
 #define BATCH_MAX 64           /* keys per lookup query */
+#define LANDED_MAX_BYTES ((size_t)2 << 20)   /* answered flights kept findable (keys + answers), at most */
 
 struct kgx_flight {
     kgx_flight_t *next;        /* bucket chain (while open) */
@@ -23,6 +24,7 @@ struct kgx_flight {
     char *ans_body;
     int refs;                  /* 1 while open + 1 while its lookup is pending or in the database */
     int open;
+    kgx_reuse_t *r;            /* (for the landed bytes, while it holds an answer) */
 };
 
 typedef struct batch {
@@ -42,6 +44,7 @@ struct kgx_reuse {
     kgx_flight_t **pend;       /* waiting for the next lookup query */
     size_t npend, cappend;
     batch_t batches;           /* in the database (list sentinel) */
+    size_t landed_bytes;       /* keys + answers of the landed flights still in the table */
     int timer_on, closing;
 };
 
@@ -55,6 +58,7 @@ static uint64_t key_hash(const char *s, size_t n)
 static void flight_unref(kgx_flight_t *f)
 {
     if (--f->refs > 0) return;
+    if (f->ans_body) f->r->landed_bytes -= f->len + f->ans.len;
     free(f->ans_body);
     free(f->key);
     free(f->fol);
@@ -200,6 +204,7 @@ kgx_flight_t *kgx_reuse_open(kgx_reuse_t *r, char *key, size_t len, void *leader
     f->len = len;
     f->h = key_hash(key, len);
     f->leader = leader;
+    f->r = r;
     f->refs = 1;
     f->open = 1;
     f->next = r->bucket[f->h % NBUCKETS];
@@ -243,9 +248,13 @@ void kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *a
 {
     if (!f->open) return;
     /* a whole answer stays findable (a copy of it) until the leader retires the flight: its drawer's
-     * write, which stores it, may not have committed yet when the next identical request comes */
-    char *copy = answer && !f->ans_body ? malloc(answer->len + 1) : NULL;
+     * write, which stores it, may not have committed yet when the next identical request comes. Kept
+     * within LANDED_MAX_BYTES (a drawer of many chunks would otherwise hold every request of it until
+     * its write); beyond that, the window is left to the stored answers. */
+    int keep = answer && !f->ans_body && r->landed_bytes + f->len + answer->len <= LANDED_MAX_BYTES;
+    char *copy = keep ? malloc(answer->len + 1) : NULL;
     if (copy) {
+        r->landed_bytes += f->len + answer->len;
         memcpy(copy, answer->body, answer->len);
         copy[answer->len] = 0;
         f->ans_body = copy;

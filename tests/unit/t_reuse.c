@@ -188,6 +188,29 @@ int main(void)
     is_int(nqueries - before, 3, "150 keys: 3 queries (64 + 64 + 22)");
     for (int k = 0; k < 150; k++) kgx_reuse_land(r, mf[k], NULL);
 
+    /* answered flights are kept findable within 2 MiB (keys + answers): a drawer of many chunks does not
+     * hold every request of it until its write */
+    {
+        size_t big = (size_t)1 << 20, lb;
+        char *body = malloc(big);
+        memset(body, 'x', big);
+        who_t p = { .id = 11 }, q = { .id = 12 };
+        char *kp = kgx_reuse_key("id", "/p", body, big, &lb, NULL);
+        kgx_flight_t *fp = kgx_reuse_open(r, kp, lb, &p, 0);
+        body[0] = 'y';
+        char *kq = kgx_reuse_key("id", "/p", body, big, &lb, NULL);
+        kgx_flight_t *fq = kgx_reuse_open(r, kq, lb, &q, 0);
+        kgx_reuse_answer_t small = { "{}", 2, -1, -1 };
+        kgx_reuse_land(r, fp, &small);
+        ok(kgx_flight_answer(fp) != NULL, "a 1 MiB request's answer is kept");
+        is_int(kgx_reuse_open_flights(r), 2, "... its flight stays in the table");
+        kgx_reuse_land(r, fq, &small);
+        is_int(kgx_reuse_open_flights(r), 1, "a second 1 MiB one would pass 2 MiB: not kept (gone)");
+        kgx_reuse_retire(r, fp);
+        is_int(kgx_reuse_open_flights(r), 0, "retired");
+        free(body);
+    }
+
     /* a flight still open at the end is freed without callbacks (no leak under valgrind) */
     who_t z = { .id = 10 };
     size_t lz;
