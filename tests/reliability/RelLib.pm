@@ -21,8 +21,16 @@ use IO::Socket::INET;
 use Exporter 'import';
 
 our @EXPORT = qw(rel_db gen_text clean_ref canon compare backfill record trials quick kgx_env
-                 start_fake_at fake_url rss_kb now total_lost dump_drawer_facts graph_name);
+                 start_fake_at fake_url rss_kb now total_lost dump_drawer_facts graph_name count0);
 
+# a count from the queue, 0 while it does not exist yet (a kgx-run on a loaded machine may still be
+# setting up its schema when a trial looks, or was stopped before it did)
+sub count0 {
+    my ($dsn, $sql) = @_;
+    return 0 unless psql($dsn, "SELECT to_regclass('public.mempalace_kg_extraction_queue') IS NOT NULL") eq 't';
+    my $n = psql($dsn, $sql);
+    return defined $n && length $n ? $n : 0;
+}
 sub trials { my $d = shift // 3; my $t = $ENV{REL_TRIALS} // $d; return $t < 1 ? 1 : $t }
 sub quick  { return ($ENV{REL_QUICK} // '') ? 1 : 0 }
 sub now    { Time::HiRes::time() }

@@ -38,7 +38,7 @@ for my $sig (qw(TERM KILL)) {
             my $st = stop_kgx($kg, $sig, 15);
             my $took = now() - $t0;
             if ($sig eq 'TERM') {
-                my $held = psql($dsn, "SELECT count(*) FROM mempalace_kg_extraction_queue WHERE worker_id = '$wid' AND completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL");
+                my $held = count0($dsn, "SELECT count(*) FROM mempalace_kg_extraction_queue WHERE worker_id = '$wid' AND completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL");
                 my $rc = defined $st ? ($st & 127 ? 'signal ' . ($st & 127) : $st >> 8) : 'timeout';
                 my $good = defined $st && $st == 0 && $took < 10 && $held == 0;
                 push @rec, $took;

@@ -26,12 +26,12 @@ my $done_sql = 'SELECT count(*) FROM mempalace_kg_extraction_queue WHERE complet
         my $kg = spawn_kgx({ env => kgx_env() }, '--dsn', $dsn, '--endpoint', $f->{url}, '--backfill', '--progress-interval', 5);
         sleep 1.5;
         stop_fake($f);
-        my $at_down = psql($dsn, $done_sql);
+        my $at_down = count0($dsn, $done_sql);
         sleep $OUT;
-        my $before = psql($dsn, $done_sql);
+        my $before = count0($dsn, $done_sql);
         my $t_up = now();
         $f = start_fake_at($port, '--latency-ms', 60);
-        my $moved = wait_until(120, sub { psql($dsn, $done_sql) > $before }, 0.1);
+        my $moved = wait_until(120, sub { count0($dsn, $done_sql) > $before }, 0.1);
         my $rec = now() - $t_up;
         my $st = wait_pid($kg->{pid}, 180) // stop_kgx($kg, 'KILL', 1);
         my $rc = defined $st ? $st >> 8 : -1;
