@@ -145,7 +145,8 @@ is(completed($dsn), 2, 'over-budget drawers: both completed');
 like($r->{err}, qr/drawer=u\d text_bytes=\d+ is larger than the memory budget \(24 MiB\): processed alone/,
      'a drawer larger than the budget is processed alone (logged)');
 my @pieces = $r->{err} =~ /budget read drawer=u\d bytes=\d+ pieces=(\d+)/g;
-is(scalar @pieces, 2, 'both texts read');
+# (under valgrind the split of a 2.2 MB text can pass the hook watchdog: the attempt is retried, its text read again)
+$ENV{KGX_VALGRIND} ? cmp_ok(scalar @pieces, '>=', 2, 'both texts read') : is(scalar @pieces, 2, 'both texts read');
 cmp_ok($_, '>=', 3, "text read in $_ pieces") for @pieces;
 my $sums = db_checksums($dsn, 'u%');
 %seen = $r->{err} =~ /drawer=(\S+) attempt=\d+ [^\n]*?doccheck (len=\d+ sum=\d+)/g;

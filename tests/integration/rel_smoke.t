@@ -10,6 +10,10 @@ use lib "$ENV{KGX_ROOT}/tests/lib";
 use KgxTest;
 use Time::HiRes qw(time);
 
+# Crash points at random moments and an endpoint killed 0.8 s in are about time: under valgrind (KGX_VALGRIND,
+# tests/valgrind-kgx) a SIGTERM can land while memcheck itself is still starting the process, before any
+# of kgx's code runs. The same trials run under the plain and ASan builds.
+plan skip_all => 'timing-driven: not under valgrind' if $ENV{KGX_VALGRIND};
 my $root = kgx_root();
 my $t_all = time;
 
