@@ -173,8 +173,9 @@ static void answer_cb(kgx_hook_outcome_t *o, void *ud)
     if (c->ep && !c->reused) kgx_endpoint_ok(c->ep);
     if (c->flight && c->leads) {              /* economy (issue 14): its twins parse this answer */
         kgx_reuse_answer_t a = { o->body, o->body_len, c->pt, c->ct };
-        kgx_reuse_land(e->reuse, c->flight, &a);
-        if (!kgx_flight_answer(c->flight)) c->flight = NULL;   /* (kept no copy: gone) */
+        kgx_flight_t *f = c->flight;
+        c->flight = NULL;
+        if (kgx_reuse_land(e->reuse, f, &a)) c->flight = f;   /* kept: retired when the chunk goes */
     }
     add_result(j, c, &o->result);
     dense_split(j, c, &o->result);              /* economy (issue 14) */

@@ -244,9 +244,9 @@ void kgx_reuse_unfollow(kgx_flight_t *f, void *follower)
         }
 }
 
-void kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *answer)
+int kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *answer)
 {
-    if (!f->open) return;
+    if (!f->open) return 0;
     /* a whole answer stays findable (a copy of it) until the leader retires the flight: its drawer's
      * write, which stores it, may not have committed yet when the next identical request comes. Kept
      * within LANDED_MAX_BYTES (a drawer of many chunks would otherwise hold every request of it until
@@ -272,6 +272,7 @@ void kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *a
     for (size_t i = 0; i < n; i++) r->cbs.landed(fol[i], f->hash[0] ? f->hash : NULL, answer, r->cbs.ud);
     free(fol);
     if (!copy) flight_unref(f);
+    return copy != NULL;
 }
 
 void kgx_reuse_retire(kgx_reuse_t *r, kgx_flight_t *f)

@@ -80,9 +80,10 @@ void kgx_reuse_unfollow(kgx_flight_t *f, void *follower);
 /* The flight ends: answer = the leader's whole answer (followers parse it), NULL = followers send
  * their own. With an answer, the flight stays in the table, holding a copy of it (kgx_flight_answer),
  * until kgx_reuse_retire: an identical request in that window (its drawer's write not committed yet)
- * takes the answer at once. Without one (or out of memory), f is gone after this (its lookup, if still
- * in the database, is ignored). */
-void kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *answer);
+ * takes the answer at once; returns 1 then. Without one (or beyond the cap, or out of memory) it
+ * returns 0 and f is gone after this — do not touch it again (its lookup, if still in the database, is
+ * ignored). */
+int kgx_reuse_land(kgx_reuse_t *r, kgx_flight_t *f, const kgx_reuse_answer_t *answer);   /* 1: kept */
 /* The leader is done with a landed flight (its drawer written or given up): f is gone after this. */
 void kgx_reuse_retire(kgx_reuse_t *r, kgx_flight_t *f);
 /* A landed flight's answer, or NULL while it is in flight. */

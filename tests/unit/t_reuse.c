@@ -201,11 +201,11 @@ int main(void)
         char *kq = kgx_reuse_key("id", "/p", body, big, &lb, NULL);
         kgx_flight_t *fq = kgx_reuse_open(r, kq, lb, &q, 0);
         kgx_reuse_answer_t small = { "{}", 2, -1, -1 };
-        kgx_reuse_land(r, fp, &small);
-        ok(kgx_flight_answer(fp) != NULL, "a 1 MiB request's answer is kept");
+        is_int(kgx_reuse_land(r, fp, &small), 1, "a 1 MiB request's answer is kept");
+        ok(kgx_flight_answer(fp) != NULL, "... findable");
         is_int(kgx_reuse_open_flights(r), 2, "... its flight stays in the table");
-        kgx_reuse_land(r, fq, &small);
-        is_int(kgx_reuse_open_flights(r), 1, "a second 1 MiB one would pass 2 MiB: not kept (gone)");
+        is_int(kgx_reuse_land(r, fq, &small), 0, "a second 1 MiB one would pass 2 MiB: not kept");
+        is_int(kgx_reuse_open_flights(r), 1, "... gone from the table");
         kgx_reuse_retire(r, fp);
         is_int(kgx_reuse_open_flights(r), 0, "retired");
         free(body);
