@@ -187,6 +187,24 @@ static void answer_cb(kgx_hook_outcome_t *o, void *ud)
     kgx_engine_pump(e);
 }
 
+/* The parse hook on an answer for chunk c (the server's, or a reused one): its latency and token counts
+ * are kept for the stored answer. */
+static void chunk_parse(job_t *j, chunk_t *c, const char *body, size_t len, double ms, long pt, long ct)
+{
+    kgx_engine_t *e = j->e;
+    char lc[240];
+    c->ms = ms;
+    c->pt = pt;
+    c->ct = ct;
+    chunk_to(c, CH_PARSE);
+    c->call = kgx_hooks_answer(e->hooks, j->src, j->box, &j->texts[c->idx], body, len,
+                               job_context(j, lc, sizeof lc), answer_cb, c);
+    if (!c->call) {
+        chunk_to(c, CH_PENDING);
+        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
+    }
+}
+
 static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
 {
     chunk_t *c = ud;
@@ -285,17 +303,7 @@ static void chunk_cb(kgx_http_req_t *req, const kgx_http_resp_t *r, void *ud)
     long pt = kgx_body_int(r->body, "tokens_evaluated"), ct = kgx_body_int(r->body, "tokens_predicted");
     if (pt < 0) pt = kgx_body_int(r->body, "prompt_tokens");
     if (ct < 0) ct = kgx_body_int(r->body, "completion_tokens");
-    c->ms = r->total_ms;
-    c->pt = pt;
-    c->ct = ct;
-    char lc[240];
-    chunk_to(c, CH_PARSE);
-    c->call = kgx_hooks_answer(e->hooks, j->src, j->box, &j->texts[c->idx], r->body, r->body_len,
-                               job_context(j, lc, sizeof lc), answer_cb, c);
-    if (!c->call) {
-        chunk_to(c, CH_PENDING);
-        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
-    }
+    chunk_parse(j, c, r->body, r->body_len, r->total_ms, pt, ct);
     kgx_engine_pump(e);
 }
 
@@ -322,19 +330,8 @@ static void chunk_send(job_t *j, chunk_t *c, const char *path, const char *body,
  * the server had just sent it. */
 static void chunk_answer(job_t *j, chunk_t *c, chunk_reused_t how, const kgx_reuse_answer_t *a)
 {
-    kgx_engine_t *e = j->e;
-    char lc[240];
     c->reused = how;
-    c->ms = 0;
-    c->pt = a->prompt_tokens;
-    c->ct = a->completion_tokens;
-    chunk_to(c, CH_PARSE);
-    c->call = kgx_hooks_answer(e->hooks, j->src, j->box, &j->texts[c->idx], a->body, a->len,
-                               job_context(j, lc, sizeof lc), answer_cb, c);
-    if (!c->call) {
-        chunk_to(c, CH_PENDING);
-        job_charge(j, KGX_OUT_POLICY, "policy: out of memory");
-    }
+    chunk_parse(j, c, a->body, a->len, 0, a->prompt_tokens, a->completion_tokens);
 }
 
 static void request_cb(kgx_hook_outcome_t *o, void *ud)
