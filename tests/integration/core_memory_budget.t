@@ -10,6 +10,9 @@
 # Peak RSS is kgx-run's own (/usr/bin/time, a tiny exec wrapper: wait4's ru_maxrss of its child does
 # not inherit this test's high-water mark). Under the ASan build the bound is on the growth over a
 # baseline run of the same binary (ASan's shadow memory and allocator add their own share).
+# The hook watchdog is raised for these runs: the test is about memory, and a split of a 10 MB text
+# that passes the 2 s watchdog on a loaded machine abandons its Lua state (and the memory it holds)
+# by design: that is hooks_watchdog.t's subject, not this one's.
 use strict;
 use warnings;
 use KgxTest;
@@ -20,7 +23,8 @@ my $root = kgx_root();
 my $bin = $ENV{KGX_BIN} // "$root/build/bin/kgx-run";
 my $asan = $bin =~ m{/asan/} ? 1 : 0;
 # ASan's quarantine keeps freed memory resident by design: keep it small for this measurement
-my %env = $asan ? (ASAN_OPTIONS => ($ENV{ASAN_OPTIONS} // '') . ':quarantine_size_mb=4') : ();
+my %env = (KGX_HOOK_TIMEOUT_MS => 30000,
+           $asan ? (ASAN_OPTIONS => ($ENV{ASAN_OPTIONS} // '') . ':quarantine_size_mb=4') : ());
 
 # a policy = the default one, whose split first logs a position-weighted checksum of the text it got
 mkdir "$TMP/prompts" or die;
@@ -124,10 +128,15 @@ if ($ENV{KGX_VALGRIND}) {
     # memcheck's own shadow memory and red zones are in the RSS: the bound is the plain and ASan runs'
     diag("8 x 10 MB under valgrind: peak RSS $mib MiB (memcheck's included; not bounded here)");
 } elsif ($asan) {
-    # a 10 MB drawer charges ~40 MiB; all 8 at once would grow RSS by ~200 MiB
-    cmp_ok($peak - $base, '<=', 112 * 1024, "8 x 10 MB under ASan: peak RSS $mib MiB, $grew MiB over the baseline (bound 112)");
+    # a 10 MB drawer charges ~40 MiB; ASan's allocator keeps freed blocks in per-thread caches and
+    # size classes it never gives back, so one drawer alone grows RSS by ~100 MiB here (which hook
+    # threads take its 834 chunks' hooks varies with the machine's load) and two at once by ~200:
+    # the bound lies between
+    cmp_ok($peak - $base, '<=', 150 * 1024, "8 x 10 MB under ASan: peak RSS $mib MiB, $grew MiB over the baseline (bound 150)")
+        or diag(join "\n", grep { /watchdog|hook thread|retry|budget (admit|wait)/ } split /\n/, $r->{err});
 } else {
-    cmp_ok($peak, '<=', 80 * 1024, "8 x 10 MB: peak RSS $mib MiB (goal 64 MiB, asserted with margin: 80)");
+    cmp_ok($peak, '<=', 80 * 1024, "8 x 10 MB: peak RSS $mib MiB (goal 64 MiB, asserted with margin: 80)")
+        or diag(join "\n", grep { /watchdog|hook thread|retry|budget (admit|wait)/ } split /\n/, $r->{err});
 }
 my %seen = $r->{err} =~ /drawer=(\S+) attempt=\d+ [^\n]*?doccheck len=(\d+)/g;
 is_deeply([sort values %seen], [(10000000) x 8], '8 x 10 MB: the policy got each whole text');
