@@ -11,6 +11,12 @@
 #include <stdlib.h>
 
 #define TEXT_FAILURES_CHARGED 5
+/* Texts up to TEXT_BATCH_BYTES admitted in one pump are read together, up to TEXT_BATCH_MAX drawers
+ * or TEXT_BATCH_TOTAL bytes per query (one round trip, not one per drawer: B1 read 4,000 texts in
+ * 4,000 queries); larger ones are read alone, in pieces (queue.c). */
+#define TEXT_BATCH_BYTES (64u << 10)
+#define TEXT_BATCH_MAX 32
+#define TEXT_BATCH_TOTAL (2u << 20)
 
 void kgx_budget_init(kgx_budget_t *b, size_t limit)
 {
@@ -58,12 +64,14 @@ void kgx_budget_give(kgx_budget_t *b, size_t cost)
 
 /* ------------------------------------------------------------------ admission */
 
-/* One text read in flight. job NULL: the job ended meanwhile; the text is dropped on arrival. */
+/* One text read in flight: one drawer's, or a batch's. job[k] NULL: that job ended meanwhile; its
+ * text is dropped on arrival. */
 struct budget_read {
     struct budget_read *prev, *next;
     kgx_engine_t *e;
-    job_t *job;
     kgx_text_fetch_t *fetch;
+    int n;
+    job_t *job[TEXT_BATCH_MAX];
 };
 
 static void read_unlink(kgx_budget_t *b, struct budget_read *r)
@@ -74,13 +82,10 @@ static void read_unlink(kgx_budget_t *b, struct budget_read *r)
     b->reading--;
 }
 
-static void text_cb(int status, char *text, size_t len, int pieces, const char *err, void *ud)
+/* One drawer's text arrived (or could not be read). */
+static void text_arrived(kgx_engine_t *e, job_t *j, int status, char *text, size_t len, int pieces,
+                         const char *err)
 {
-    struct budget_read *r = ud;
-    kgx_engine_t *e = r->e;
-    job_t *j = r->job;
-    read_unlink(&e->budget, r);
-    free(r);
     if (!j) {                   /* the job ended (stop, lost claim) while its text was on the way */
         free(text);
         return;
@@ -123,7 +128,67 @@ static void text_cb(int status, char *text, size_t len, int pieces, const char *
         }
         break;
     }
+}
+
+static void text_cb(int status, char *text, size_t len, int pieces, const char *err, void *ud)
+{
+    struct budget_read *r = ud;
+    kgx_engine_t *e = r->e;
+    job_t *j = r->job[0];
+    read_unlink(&e->budget, r);
+    free(r);
+    text_arrived(e, j, status, text, len, pieces, err);
     kgx_engine_pump(e);
+}
+
+static void texts_cb(int i, int status, char *text, size_t len, const char *err, void *ud)
+{
+    struct budget_read *r = ud;
+    kgx_engine_t *e = r->e;
+    text_arrived(e, r->job[i], status, text, len, 1, err);
+    if (i < r->n - 1) return;
+    read_unlink(&e->budget, r);
+    free(r);
+    kgx_engine_pump(e);
+}
+
+static void read_link(kgx_budget_t *b, struct budget_read *r)
+{
+    r->next = b->reads;
+    if (b->reads) b->reads->prev = r;
+    b->reads = r;
+    b->reading++;
+}
+
+/* Sends the gathered batch; its drawers are admitted already (charged, text_pending 2). A batch
+ * that cannot be sent gives their room back: a later pump admits them again. */
+static void batch_send(kgx_engine_t *e, struct budget_read *r)
+{
+    if (!r->n) return;
+    const char *ids[TEXT_BATCH_MAX];
+    size_t lens[TEXT_BATCH_MAX];
+    for (int k = 0; k < r->n; k++) {
+        ids[k] = r->job[k]->row.drawer_id;
+        lens[k] = r->job[k]->row.document_len;
+    }
+    struct budget_read *b = malloc(sizeof *b);
+    if (b) {
+        *b = *r;
+        b->prev = b->next = NULL;
+        b->fetch = kgx_queue_fetch_texts(e->db, r->n, ids, lens, texts_cb, b);
+    }
+    if (!b || !b->fetch) {
+        free(b);
+        for (int k = 0; k < r->n; k++) {
+            job_t *j = r->job[k];
+            kgx_budget_give(&e->budget, j->row.budget_held);
+            j->row.budget_held = 0;
+            j->row.text_pending = 1;
+        }
+    } else {
+        read_link(&e->budget, b);
+    }
+    r->n = 0;
 }
 
 void kgx_budget_admit(kgx_engine_t *e)
@@ -131,19 +196,32 @@ void kgx_budget_admit(kgx_engine_t *e)
     kgx_budget_t *b = &e->budget;
     if (!e->sink->reads_text || kgx_engine_stopping(e)) return;
     uint64_t now = kgx_engine_now(e);
+    struct budget_read batch = { .e = e };
+    size_t batch_bytes = 0;
     for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
         if (j->state != JOB_WAIT_SPLIT || j->row.text_pending != 1 || j->not_before > now) continue;
         /* a re-read for a new split keeps the charge it holds; a first read must fit */
         size_t cost = j->row.budget_held ? 0 : kgx_budget_cost(j->row.document_len);
         if (cost && !kgx_budget_fits(b, cost)) break;   /* claim order: later drawers wait behind it */
-        struct budget_read *r = calloc(1, sizeof *r);
-        if (!r) break;
-        r->e = e;
-        r->job = j;
-        r->fetch = kgx_queue_fetch_text(e->db, j->row.drawer_id, j->row.document_len, text_cb, r);
-        if (!r->fetch) {        /* out of memory or the pool closing: try again on a later pump */
-            free(r);
-            break;
+        if (j->row.document_len <= TEXT_BATCH_BYTES) {
+            if (batch.n == TEXT_BATCH_MAX || batch_bytes + j->row.document_len > TEXT_BATCH_TOTAL) {
+                batch_send(e, &batch);
+                batch_bytes = 0;
+            }
+            batch.job[batch.n++] = j;
+            batch_bytes += j->row.document_len;
+        } else {
+            struct budget_read *r = calloc(1, sizeof *r);
+            if (!r) break;
+            r->e = e;
+            r->n = 1;
+            r->job[0] = j;
+            r->fetch = kgx_queue_fetch_text(e->db, j->row.drawer_id, j->row.document_len, text_cb, r);
+            if (!r->fetch) {    /* out of memory or the pool closing: try again on a later pump */
+                free(r);
+                break;
+            }
+            read_link(b, r);
         }
         if (b->holders == 0 && cost > b->avail && ++b->alone)
             log_info("drawer=%s text_bytes=%zu is larger than the memory budget (%zu MiB): processed alone",
@@ -155,11 +233,8 @@ void kgx_budget_admit(kgx_engine_t *e)
             j->row.budget_held = cost;
         }
         j->row.text_pending = 2;
-        r->next = b->reads;
-        if (b->reads) b->reads->prev = r;
-        b->reads = r;
-        b->reading++;
     }
+    batch_send(e, &batch);
 }
 
 int kgx_budget_waiting(kgx_engine_t *e)
@@ -188,7 +263,8 @@ void kgx_budget_release(kgx_engine_t *e, job_t *j)
 {
     if (j->row.text_pending == 2)
         for (struct budget_read *r = e->budget.reads; r; r = r->next)
-            if (r->job == j) r->job = NULL;
+            for (int k = 0; k < r->n; k++)
+                if (r->job[k] == j) r->job[k] = NULL;
     if (j->row.budget_held) {
         kgx_budget_give(&e->budget, j->row.budget_held);
         j->row.budget_held = 0;

@@ -67,6 +67,8 @@ struct hook_thread {
     kgx_hook_call_t *call;           /* under mu */
     uint64_t started_ms;             /* under mu */
     int abandoned;                   /* under mu */
+    int awake;                       /* under mu: not waiting on cv (running a call, or about to take one) */
+    uv_cond_t cv;                    /* its own: the loop wakes one chosen thread, never a herd */
     int n_ctx;
 };
 
@@ -75,13 +77,12 @@ struct kgx_hooks {
     uv_async_t done_async;
     uv_timer_t tick;
     uv_mutex_t mu;
-    uv_cond_t cv;
     kgx_hook_call_t *head, *tail;    /* queued, under mu */
     kgx_hook_call_t *done;           /* under mu */
     hook_thread_t *threads;          /* live (not abandoned), under mu */
     int abandoned_alive;             /* under mu */
     int quit;                        /* under mu */
-    int live, idle;                  /* threads not abandoned / waiting for a call, under mu */
+    int live, idle;                  /* threads not abandoned / asleep on their cv, under mu */
     atomic_int n_ctx;
     kgx_policy_src_t *current;       /* the loop's */
     int timeout_ms;
@@ -194,10 +195,14 @@ static void thread_main(void *arg)
     kgx_hooks_t *h = t->h;
     uv_mutex_lock(&h->mu);
     for (;;) {
-        h->idle++;
-        while (!h->quit && !h->head && !t->abandoned) uv_cond_wait(&h->cv, &h->mu);
-        h->idle--;
+        if (!h->head && !h->quit && !t->abandoned) {     /* nothing queued: asleep until woken */
+            t->awake = 0;
+            h->idle++;
+            while (!t->awake && !h->quit) uv_cond_wait(&t->cv, &h->mu);
+            if (!t->awake) { t->awake = 1; h->idle--; }  /* quit (wake_one does both otherwise) */
+        }
         if (h->quit || t->abandoned) break;
+        if (!h->head) continue;
         kgx_hook_call_t *c = h->head;
         h->head = c->next;
         if (!h->head) h->tail = NULL;
@@ -225,7 +230,10 @@ static void thread_main(void *arg)
     uv_mutex_unlock(&h->mu);
     kgx_script_free(t->script);           /* ours alone, also when abandoned */
     t->script = NULL;
-    if (abandoned) free(t);               /* detached: nobody joins us */
+    if (abandoned) {                      /* detached: nobody joins us */
+        uv_cond_destroy(&t->cv);
+        free(t);
+    }
 }
 
 /* A new hook thread; it starts with `script` (owned, may be NULL: built at its first call). */
@@ -236,6 +244,8 @@ static int spawn(kgx_hooks_t *h, kgx_script_t *script)
     t->h = h;
     t->n_ctx = -1;
     t->script = script;
+    t->awake = 1;                         /* goes straight to the queue */
+    if (uv_cond_init(&t->cv) != 0) { kgx_script_free(script); free(t); return -1; }
     uv_mutex_lock(&h->mu);
     t->next = h->threads;
     h->threads = t;
@@ -247,6 +257,7 @@ static int spawn(kgx_hooks_t *h, kgx_script_t *script)
         h->live--;
         uv_mutex_unlock(&h->mu);
         kgx_script_free(t->script);
+        uv_cond_destroy(&t->cv);
         free(t);
         return -1;
     }
@@ -254,6 +265,29 @@ static int spawn(kgx_hooks_t *h, kgx_script_t *script)
 }
 
 /* ------------------------------------------------------------------ the loop's side */
+
+/* Who takes the queue (under mu). One awake thread drains it: hook calls are short, and each extra
+ * thread woken for them costs two context switches and a core that PostgreSQL wanted (B1: kgx-run's
+ * CPU per drawer 0.72 ms with every idle thread woken per call, 0.54 ms with one thread). Another
+ * thread is woken — or started, up to KGX_HOOK_THREADS — only while every awake thread is inside a
+ * call older than KGX_HOOK_SLOW_MS: a slow or stuck hook never holds the others up longer than that
+ * (plus the loop's tick when nothing is submitted meanwhile). Returns 1: start a thread (after mu). */
+static int staff(kgx_hooks_t *h, uint64_t now)
+{
+    if (!h->head) return 0;
+    hook_thread_t *sleeper = NULL;
+    for (hook_thread_t *t = h->threads; t; t = t->next) {
+        if (!t->awake) { sleeper = t; continue; }
+        if (!t->call || now < t->started_ms || now - t->started_ms < KGX_HOOK_SLOW_MS) return 0;
+    }
+    if (sleeper) {
+        sleeper->awake = 1;
+        h->idle--;
+        uv_cond_signal(&sleeper->cv);
+        return 0;
+    }
+    return h->live < KGX_HOOK_THREADS && !h->capped;
+}
 
 static void deliver(kgx_hook_call_t *c)
 {
@@ -328,7 +362,9 @@ static void tick_cb(uv_timer_t *tm)
         h->abandoned_alive++;
     }
     alive = h->abandoned_alive;
+    int grow = nlate == 0 && staff(h, now);   /* a slow call and nothing submitted since */
     uv_mutex_unlock(&h->mu);
+    if (grow && spawn(h, NULL) != 0) log_warn("hooks: cannot start another hook thread");
     for (int i = 0; i < nlate; i++) {
         log_err("watchdog: hook '%s' exceeded %d ms; its state is abandoned (%d stuck hook thread%s of at most %d)",
                 late[i].name, h->timeout_ms, alive, alive == 1 ? "" : "s", KGX_HOOK_MAX_ABANDONED);
@@ -367,7 +403,6 @@ kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_script_t *first, void (*on_cap)(
     h->ud = ud;
     atomic_init(&h->n_ctx, 0);
     uv_mutex_init(&h->mu);
-    uv_cond_init(&h->cv);
     uv_async_init(loop, &h->done_async, done_cb);
     h->done_async.data = h;
     uv_timer_init(loop, &h->tick);
@@ -413,11 +448,12 @@ void kgx_hooks_free(kgx_hooks_t *h)
     h->threads = NULL;
     kgx_hook_call_t *queued = h->head, *done = h->done;
     h->head = h->tail = h->done = NULL;
-    uv_cond_broadcast(&h->cv);
+    for (hook_thread_t *t = idle; t; t = t->next) uv_cond_signal(&t->cv);
     uv_mutex_unlock(&h->mu);
     for (hook_thread_t *t = idle, *n; t; t = n) {
         n = t->next;
         uv_thread_join(&t->tid);
+        uv_cond_destroy(&t->cv);
         free(t);
     }
     /* a callback runs exactly once unless cancelled: what never ran fails now */
@@ -444,7 +480,6 @@ void kgx_hooks_free(kgx_hooks_t *h)
             if (!leaked_pools[i]) { leaked_pools[i] = h; return; }
         return;
     }
-    uv_cond_destroy(&h->cv);
     uv_mutex_destroy(&h->mu);
     free(h);
 }
@@ -510,8 +545,7 @@ static kgx_hook_call_t *submit(kgx_hooks_t *h, kgx_hook_call_t *c)
     if (h->tail) h->tail->next = c;
     else h->head = c;
     h->tail = c;
-    uv_cond_signal(&h->cv);
-    int grow = h->idle == 0 && h->live < KGX_HOOK_THREADS && !h->capped;
+    int grow = staff(h, mono_ms());
     uv_mutex_unlock(&h->mu);
     if (grow && spawn(h, NULL) != 0) log_warn("hooks: cannot start another hook thread");
     return c;

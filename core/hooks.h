@@ -28,6 +28,8 @@
                                      * code stops itself at the limit; one inside a C call (a huge
                                      * string.rep under a slow allocator) gets this much slack */
 #define KGX_HOOK_TICK_MS 100        /* how often the loop looks at running hooks */
+#define KGX_HOOK_SLOW_MS 20         /* a call running this long no longer counts as taking the queue:
+                                     * another thread is woken for what waits (hooks.c, staff) */
 
 typedef struct kgx_hooks kgx_hooks_t;
 typedef struct kgx_hook_call kgx_hook_call_t;

@@ -1,5 +1,6 @@
 /* queue — see queue.h. All SQL on the queue table lives here (the completing write is graph.c's). */
 #include "queue.h"
+#include "buf.h"
 #include "log.h"
 
 #include <stdio.h>
@@ -129,8 +130,20 @@ static const char text_sql[] =
     "SELECT substr(document, $2::int, $3::int), octet_length(document)"
     "  FROM public.mempalace_drawers WHERE id = $1";
 
+/* Several small texts in one query (budget.c gathers the drawers admitted in one pump): one round
+ * trip instead of one per drawer, the same checks (no row: gone; another size: changed). */
+static const char texts_sql[] =
+    "SELECT d.document, octet_length(d.document)"
+    "  FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS u(id, i)"
+    "  LEFT JOIN public.mempalace_drawers d ON d.id = u.id ORDER BY u.i";
+
 struct kgx_text_fetch {
     kgx_db_t *db;
+    /* a batch (kgx_queue_fetch_texts): n drawers of the sizes claimed, one callback each */
+    int n;
+    size_t *lens;
+    kgx_queue_texts_cb bcb;
+    /* one text in pieces (kgx_queue_fetch_text) */
     char *drawer_id;
     char *buf;                 /* len + 1 bytes, filled up to got */
     size_t len, got;
@@ -150,6 +163,7 @@ static long long piece_chars(size_t len)
 
 static void text_fetch_free(kgx_text_fetch_t *f)
 {
+    free(f->lens);
     free(f->drawer_id);
     free(f->buf);
     free(f);
@@ -229,6 +243,64 @@ kgx_text_fetch_t *kgx_queue_fetch_text(kgx_db_t *db, const char *drawer_id, size
         return NULL;
     }
     return f;
+}
+
+static void texts_done(const PGresult *res, const char *err, const char *sqlstate, void *ud)
+{
+    kgx_text_fetch_t *f = ud;
+    (void)sqlstate;
+    const char *e = result_error(res, err);
+    if (!e && PQntuples(res) != f->n) e = "drawer texts: unexpected row count";
+    for (int i = 0; i < f->n; i++) {
+        int status = 0;
+        char *text = NULL;
+        size_t len = 0;
+        if (e) {
+            status = KGX_TEXT_ERROR;
+        } else if (PQgetisnull(res, i, 0)) {
+            status = KGX_TEXT_GONE;
+        } else if ((size_t)strtoull(PQgetvalue(res, i, 1), NULL, 10) != f->lens[i]
+                   || (size_t)PQgetlength(res, i, 0) != f->lens[i]) {
+            status = KGX_TEXT_CHANGED;
+        } else if (!(text = malloc(f->lens[i] + 1))) {
+            status = KGX_TEXT_ERROR;
+            e = "out of memory";
+        } else {
+            len = f->lens[i];
+            memcpy(text, PQgetvalue(res, i, 0), len);
+            text[len] = '\0';
+        }
+        f->bcb(i, status, text, len, status == KGX_TEXT_ERROR ? e : NULL, f->ud);
+        if (status == KGX_TEXT_ERROR && e && !strcmp(e, "out of memory")) e = NULL;
+    }
+    text_fetch_free(f);
+}
+
+kgx_text_fetch_t *kgx_queue_fetch_texts(kgx_db_t *db, int n, const char *const *ids, const size_t *lens,
+                                        kgx_queue_texts_cb cb, void *ud)
+{
+    kgx_text_fetch_t *f = calloc(1, sizeof *f);
+    kgx_buf_t b = { 0 };
+    if (!f || n < 1 || !(f->lens = malloc((size_t)n * sizeof *f->lens))) goto fail;
+    f->db = db;
+    f->n = n;
+    f->bcb = cb;
+    f->ud = ud;
+    kgx_buf_adds(&b, "[");
+    for (int i = 0; i < n; i++) {
+        f->lens[i] = lens[i];
+        if (i) kgx_buf_adds(&b, ",");
+        kgx_buf_json_str(&b, ids[i]);
+    }
+    kgx_buf_adds(&b, "]");
+    const char *p[] = { b.p };
+    if (kgx_db_query(db, texts_sql, 1, p, texts_done, f) != 0) goto fail;
+    kgx_buf_free(&b);
+    return f;
+fail:
+    kgx_buf_free(&b);
+    if (f) text_fetch_free(f);
+    return NULL;
 }
 
 void kgx_queue_fetch_abandon(kgx_text_fetch_t *f)

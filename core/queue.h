@@ -54,6 +54,11 @@ typedef struct kgx_text_fetch kgx_text_fetch_t;
 typedef void (*kgx_queue_text_cb)(int status, char *text, size_t len, int pieces, const char *err, void *ud);
 kgx_text_fetch_t *kgx_queue_fetch_text(kgx_db_t *db, const char *drawer_id, size_t len,
                                        kgx_queue_text_cb cb, void *ud);
+/* n small texts (each read whole) in one query: cb(i, …) for i = 0 … n-1, in order, with the statuses
+ * above (pieces is 1). NULL when nothing was queued. */
+typedef void (*kgx_queue_texts_cb)(int i, int status, char *text, size_t len, const char *err, void *ud);
+kgx_text_fetch_t *kgx_queue_fetch_texts(kgx_db_t *db, int n, const char *const *ids, const size_t *lens,
+                                        kgx_queue_texts_cb cb, void *ud);
 void kgx_queue_fetch_abandon(kgx_text_fetch_t *f);
 
 /* A charged failure: attempts+1, last_error = msg; at max_attempts the row is parked (error = msg,
