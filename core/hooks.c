@@ -484,6 +484,14 @@ void kgx_hooks_free(kgx_hooks_t *h)
     free(h);
 }
 
+int kgx_hooks_threads(kgx_hooks_t *h)
+{
+    uv_mutex_lock(&h->mu);
+    int n = h->live;
+    uv_mutex_unlock(&h->mu);
+    return n;
+}
+
 kgx_policy_src_t *kgx_hooks_src(const kgx_hooks_t *h) { return h ? h->current : NULL; }
 
 void kgx_hooks_set_n_ctx(kgx_hooks_t *h, int n_ctx)

@@ -72,6 +72,7 @@ void kgx_hooks_free(kgx_hooks_t *h);
 kgx_policy_src_t *kgx_hooks_src(const kgx_hooks_t *h);        /* current policy text (borrowed) */
 void kgx_hooks_set_n_ctx(kgx_hooks_t *h, int n_ctx);           /* kgx.config.n_ctx of every state */
 int kgx_hooks_abandoned(kgx_hooks_t *h);                       /* stuck threads alive now */
+int kgx_hooks_threads(kgx_hooks_t *h);                         /* hook threads alive, not abandoned */
 
 /* Submit one hook call on copies of the inputs (src NULL: the current text). logctx prefixes the
  * thread's log lines ("drawer=… attempt=…"). NULL only on out of memory (cb never called). */

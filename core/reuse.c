@@ -114,6 +114,17 @@ static void unlink_flight(kgx_reuse_t *r, kgx_flight_t *f)
 }
 
 static void lookup_done(const kgx_reuse_row_t *rows, size_t n, const char *err, void *ud);
+static void flush(uv_timer_t *t);
+
+/* Keys go to the database in batches: at once when no lookup is there, else when the one there
+ * comes back — the keys gathered meanwhile go in one query (B1: 2,367 lookup queries for 4,000
+ * requests when each loop turn sent its own; a key waits at most one lookup's round trip more). */
+static void flush_soon(kgx_reuse_t *r)
+{
+    if (r->timer_on || !r->npend || r->closing || r->batches.next != &r->batches) return;
+    r->timer_on = 1;
+    uv_timer_start(&r->timer, flush, 0, 0);
+}
 
 static void flush(uv_timer_t *t)
 {
@@ -185,6 +196,7 @@ static void lookup_done(const kgx_reuse_row_t *rows, size_t n, const char *err, 
     }
     free(b->fv);
     free(b);
+    flush_soon(r);
 }
 
 kgx_flight_t *kgx_reuse_open(kgx_reuse_t *r, char *key, size_t len, void *leader, int lookup)
@@ -213,10 +225,7 @@ kgx_flight_t *kgx_reuse_open(kgx_reuse_t *r, char *key, size_t len, void *leader
     if (lookup && r->query && !r->closing) {
         f->refs++;
         r->pend[r->npend++] = f;
-        if (!r->timer_on) {
-            r->timer_on = 1;
-            uv_timer_start(&r->timer, flush, 0, 0);   /* the keys of this loop turn, in one query */
-        }
+        flush_soon(r);
     }
     return f;
 }
