@@ -74,7 +74,6 @@ typedef struct script_vm {
     const script_conf_t *conf; /* &src->conf */
     int n_ctx;
     int cj_encode, cj_decode;  /* registry refs: this state's own lua-cjson instance */
-    int cj_canon;              /* ... and its canonical encoder (sorted keys) for request bodies */
     kgx_policy_t pol;
     const char *log_name;      /* print/kgx.log: the policy's name, or the file's while loading */
     /* watchdog */

@@ -370,44 +370,12 @@ static int state_init(script_vm_t *s, char *err, size_t errlen)
         "cj.decode_max_depth(1000)\n"
         "cj.encode_max_depth(1000)\n"
         "cj.decode_invalid_numbers(false)\n"
-        /* economy (issue 14): a request body given as a table is encoded with its object keys sorted,
-         * so that the same request has the same bytes in every state (a table's order is not: string
-         * hashes are seeded per state) — answer reuse keys on those bytes */
-        "local type, next, sort, concat, enc, floor = type, next, table.sort, table.concat, cj.encode, math.floor\n"
-        "local function canon(v, d)\n"
-        "  if type(v) ~= 'table' then return enc(v) end\n"
-        "  if d > 1000 then error('Cannot serialise, excessive nesting (1001)', 0) end\n"
-        "  local n, ks, arr = 0, {}, true\n"
-        "  for k in next, v do\n"
-        "    n = n + 1; ks[n] = k\n"
-        "    if arr and (type(k) ~= 'number' or k < 1 or k ~= floor(k) or k > n * 2 + 10) then arr = false end\n"
-        "  end\n"
-        "  if n == 0 then return enc(v) end\n"
-        "  if arr then for i = 1, n do if v[i] == nil then arr = false break end end end\n"
-        "  local out = {}\n"
-        "  if arr then\n"
-        "    for i = 1, n do out[i] = canon(v[i], d + 1) end\n"
-        "    return '[' .. concat(out, ',') .. ']'\n"
-        "  end\n"
-        "  local names, idx = {}, {}\n"
-        "  for i = 1, n do\n"
-        "    local k, tk = ks[i], type(ks[i])\n"
-        "    if tk == 'number' then names[i] = enc(k)\n"
-        "    elseif tk == 'string' then names[i] = k\n"
-        "    else error('Cannot serialise ' .. tk .. ': table key must be a number or string', 0) end\n"
-        "    idx[i] = i\n"
-        "  end\n"
-        "  sort(idx, function(a, b) return names[a] < names[b] end)\n"
-        "  for j = 1, n do local i = idx[j]; out[j] = enc(names[i]) .. ':' .. canon(v[ks[i]], d + 1) end\n"
-        "  return '{' .. concat(out, ',') .. '}'\n"
-        "end\n"
-        "return cj.encode, cj.decode, function(v) return canon(v, 1) end\n";
-    if (luaL_loadbuffer(L, boot, sizeof boot - 1, "=kgx-boot") != 0 || lua_pcall(L, 0, 3, 0) != 0) {
+        "return cj.encode, cj.decode\n";
+    if (luaL_loadbuffer(L, boot, sizeof boot - 1, "=kgx-boot") != 0 || lua_pcall(L, 0, 2, 0) != 0) {
         script_set_err(err, errlen, "lua-cjson: %s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return -1;
     }
-    s->cj_canon = luaL_ref(L, LUA_REGISTRYINDEX);
     s->cj_decode = luaL_ref(L, LUA_REGISTRYINDEX);
     s->cj_encode = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_sethook(L, script_watchdog_hook, LUA_MASKCOUNT, WATCHDOG_COUNT);
@@ -422,7 +390,7 @@ script_vm_t *script_vm_new(kgx_policy_src_t *src, char *err, size_t errlen)
     s->conf = &src->conf;
     s->n_ctx = src->conf.n_ctx;
     s->mem.limit = src->conf.max_memory;
-    s->cj_encode = s->cj_decode = s->cj_canon = LUA_NOREF;
+    s->cj_encode = s->cj_decode = LUA_NOREF;
     policy_init(&s->pol);
     atomic_init(&s->running, -1);
     s->log_name = src->conf.base_name;

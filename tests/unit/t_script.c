@@ -735,6 +735,12 @@ static const char policy_canon[] =
     "  local vals = { zeta = 'z', alpha = true, mid = 0.5, n_predict = 128, empty = {},\n"
     "                 nested = { y = 1, x = { 'q', 'p' }, ['1x'] = 'one' }, list = { 3, 1, 2 }, B = 'upper', a_b = chunk }\n"
     "  for i = 1, #keys do local k = keys[(i + order) % #keys + 1]; b[k] = vals[k] end\n"
+    "  if chunk == 'leaves' then\n"
+    "    b = { 'a/b', 'q\"uote', 'back\\\\slash', '\\1\\31\\127', 'tab\\tnl\\nff\\f', '\\195\\169 ok', 0.1, 1e300,\n"
+    "          123456789012345678, 1/3, -5, true, false, kgx.json.null, {}, { [2.5] = 1, [3] = 'x' } }\n"
+    "  elseif chunk == 'fn' then b.f = print\n"
+    "  elseif chunk == 'nan' then b.n = 0/0\n"
+    "  end\n"
     "  return { path = '/completion', body = b }\n"
     "end\n"
     "function parse(body) return {} end\n";
@@ -761,6 +767,21 @@ static void test_canonical_body(void)
         if (!x || strcmp(x, first)) { same = 0; diag("differs: %s", x ? x : err); break; }
     }
     ok(same, "the same request has the same bytes in every order and state");
+    /* leaves: lua-cjson's own bytes (what luajit + lua-cjson print for the same array with these
+     * settings: '/' escaped, control bytes and DEL as \\u00XX, numbers %.14g, cjson.null, {} ) */
+    int jl = split_doc(s1, "leaves", NULL);
+    b = request_body(s1, jl, 0);
+    is_str(b ? b : err, "[\"a\\/b\",\"q\\\"uote\",\"back\\\\slash\",\"\\u0001\\u001f\\u007f\",\"tab\\tnl\\nff\\f\","
+           "\"\xc3\xa9 ok\",0.1,1e+300,1.2345678901235e+17,0.33333333333333,-5,true,false,null,{},"
+           "{\"2.5\":1,\"3\":\"x\"}]", "leaves and number keys get lua-cjson's bytes");
+    int jf = split_doc(s1, "fn", NULL), jn = split_doc(s1, "nan", NULL);
+    char e2[512];
+    kgx_request_t rq;
+    ok(kgx_script_request(s1, jf, 0, NULL, &rq, e2, sizeof e2) == -1
+       && has(e2, "request: cannot encode body as JSON: Cannot serialise function: type not supported"),
+       "a function in the body is refused: %s", e2);
+    ok(kgx_script_request(s1, jn, 0, NULL, &rq, e2, sizeof e2) == -1 && has(e2, "must not be NaN or Inf"),
+       "NaN in the body is refused: %s", e2);
     kgx_script_free(s1);
     kgx_script_free(s2);
 }
