@@ -206,9 +206,9 @@ static int canon_entry(lua_State *L)
     return 0;
 }
 
-/* The value on top of L's stack, replaced by its canonical JSON (a string). -1 with err (the value
- * popped) when it cannot be encoded or is larger than max. */
-static int canon_encode(script_vm_t *s, size_t max, char *err, size_t errlen)
+/* The value on top of L's stack (popped), as canonical JSON in *out (malloc'd, NUL-terminated: the
+ * request's own copy, never a Lua string). -1 with err when it cannot be encoded or is larger than max. */
+static int canon_encode(script_vm_t *s, size_t max, char **out, size_t *outlen, char *err, size_t errlen)
 {
     lua_State *L = s->L;
     canon_t c = { .max = max, .cj_encode = s->cj_encode };
@@ -222,9 +222,8 @@ static int canon_encode(script_vm_t *s, size_t max, char *err, size_t errlen)
         kgx_buf_free(&c.b);
         return -1;
     }
-    lua_pushlstring(L, c.b.p ? c.b.p : "", c.b.len);
-    kgx_buf_free(&c.b);
-    return 0;
+    *out = kgx_buf_steal(&c.b, outlen);
+    return *out ? 0 : -1;
 }
 
 /* ---------------------------------------------------------------- plain C types */
@@ -482,21 +481,22 @@ int script_take_request(script_vm_t *s, int res, kgx_request_t *out, char *err, 
     script_rawfield(L, res, "body");                        /* stack: ... result body */
     if (lua_istable(L, -1)) {
         /* sorted keys: the same request, the same bytes */
-        if (canon_encode(s, s->conf->max_body, err, errlen) != 0) return -1;
+        if (canon_encode(s, s->conf->max_body, &out->body, &out->body_len, err, errlen) != 0) return -1;
     } else if (lua_type(L, -1) != LUA_TSTRING) {
         script_set_err(err, errlen, "request: 'body' must be a string or a table (got %s)", luaL_typename(L, -1));
         return -1;
+    } else {
+        const char *body = lua_tolstring(L, -1, &len);
+        if (len > s->conf->max_body) {
+            script_set_err(err, errlen, "request: body is %zu bytes, more than max_body %zu", len, s->conf->max_body);
+            lua_settop(L, res - 1);
+            lua_gc(L, LUA_GCCOLLECT, 0);      /* let the huge string go now */
+            return -1;
+        }
+        if (!(out->body = script_dup_lstr(body, len))) goto oom;
+        out->body_len = len;
+        lua_pop(L, 1);
     }
-    const char *body = lua_tolstring(L, -1, &len);
-    if (len > s->conf->max_body) {
-        script_set_err(err, errlen, "request: body is %zu bytes, more than max_body %zu", len, s->conf->max_body);
-        lua_settop(L, res - 1);
-        lua_gc(L, LUA_GCCOLLECT, 0);      /* let the huge string go now */
-        return -1;
-    }
-    if (!(out->body = script_dup_lstr(body, len))) goto oom;
-    out->body_len = len;
-    lua_pop(L, 1);
 
     script_rawfield(L, res, "timeout_ms");
     if (!lua_isnil(L, -1)) {
