@@ -11,7 +11,8 @@
  *             answers table has it): a request identical to it meanwhile takes it at once.
  *   stored    Before a request is sent, its key is looked up in the answers table by its SHA-256
  *             (an index, not a scan; the database computes the hash, so no hash code lives here).
- *             The keys gathered in one turn of the loop go in one query. A hit is parsed as if the
+ *             Keys go at once when no lookup is out, else together (≤ 64 a query) when the one out
+ *             comes back: one round trip more at most for a key, far fewer queries. A hit is parsed as if the
  *             server had just sent it; a miss (or a lookup that failed: reuse never holds up
  *             extraction) is sent. The hash comes back either way and is stored with the answer.
  *
