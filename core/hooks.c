@@ -410,7 +410,7 @@ kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_script_t *first, void (*on_cap)(
     uv_timer_start(&h->tick, tick_cb, KGX_HOOK_TICK_MS, KGX_HOOK_TICK_MS);
     uv_unref((uv_handle_t *)&h->tick);
     uv_unref((uv_handle_t *)&h->done_async);
-    /* one thread now, with the state the caller loaded; more as calls wait (submit) */
+    /* one thread now, with the state the caller loaded; more when calls wait behind slow ones (staff) */
     if (spawn(h, first) != 0) {
         snprintf(err, errlen, "hooks: cannot start a hook thread");
         kgx_hooks_free(h);

@@ -62,8 +62,9 @@ typedef struct {
 typedef void (*kgx_hook_cb)(kgx_hook_outcome_t *o, void *ud);
 
 /* Starts the pool with one hook thread that takes `first` (a state the caller loaded; owned, its
- * policy text becomes the current one); more threads start as calls have to wait, up to
- * KGX_HOOK_THREADS, so a quiet process holds one Lua state. NULL + err on failure. */
+ * policy text becomes the current one); another thread is woken or started, up to KGX_HOOK_THREADS,
+ * only while calls wait behind ones running for KGX_HOOK_SLOW_MS (hooks.c, staff), so a process whose
+ * hooks are quick holds one Lua state. NULL + err on failure. */
 kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_script_t *first, void (*on_cap)(void *ud), void *ud,
                            char *err, size_t errlen);
 /* Joins idle threads, abandons running ones (never waits for a stuck hook); NULL ok. Call before
