@@ -316,7 +316,7 @@ static void fold_after_write(kgx_db_t *db, const char *graph, int ok)
     uint64_t now = mono_ms();
     int due = f->writing == 0 || f->writes - f->writes_at_start >= FOLD_EVERY
               || now - f->started_ms >= FOLD_PACE_MS;
-    if (f->inflight && now - f->started_ms < FOLD_LOST_MS) f->again |= due || f->writing == 0;
+    if (f->inflight && now - f->started_ms < FOLD_LOST_MS) f->again |= due;
     else if (due) fold_start(f);
 }
 

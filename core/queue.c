@@ -253,6 +253,7 @@ static void texts_done(const PGresult *res, const char *err, const char *sqlstat
     if (!e && PQntuples(res) != f->n) e = "drawer texts: unexpected row count";
     for (int i = 0; i < f->n; i++) {
         int status = 0;
+        const char *why = e;          /* the query's error, or this drawer's */
         char *text = NULL;
         size_t len = 0;
         if (e) {
@@ -264,14 +265,13 @@ static void texts_done(const PGresult *res, const char *err, const char *sqlstat
             status = KGX_TEXT_CHANGED;
         } else if (!(text = malloc(f->lens[i] + 1))) {
             status = KGX_TEXT_ERROR;
-            e = "out of memory";
+            why = "out of memory";
         } else {
             len = f->lens[i];
             memcpy(text, PQgetvalue(res, i, 0), len);
             text[len] = '\0';
         }
-        f->bcb(i, status, text, len, status == KGX_TEXT_ERROR ? e : NULL, f->ud);
-        if (status == KGX_TEXT_ERROR && e && !strcmp(e, "out of memory")) e = NULL;
+        f->bcb(i, status, text, len, status == KGX_TEXT_ERROR ? why : NULL, f->ud);
     }
     text_fetch_free(f);
 }
