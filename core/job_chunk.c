@@ -379,10 +379,11 @@ static void request_cb(kgx_hook_outcome_t *o, void *ud)
         if (!f && key) {
             c->flight = kgx_reuse_open(e->reuse, key, klen, c, 1);
             c->leads = 1;
-            if (c->flight) {
+            if (c->flight && kgx_flight_looking(c->flight)) {
                 chunk_to(c, CH_LOOKUP);         /* job_reuse_found() goes on */
                 return;
             }
+            /* no lookup (answers not kept): the leader of its twins sends now */
         } else {
             free(key);
         }

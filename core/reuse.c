@@ -24,6 +24,7 @@ struct kgx_flight {
     char *ans_body;
     int refs;                  /* 1 while open + 1 while its lookup is pending or in the database */
     int open;
+    int looking;               /* a lookup was queued for it (kgx_flight_looking) */
     kgx_reuse_t *r;            /* (for the landed bytes, while it holds an answer) */
 };
 
@@ -224,6 +225,7 @@ kgx_flight_t *kgx_reuse_open(kgx_reuse_t *r, char *key, size_t len, void *leader
     r->nopen++;
     if (lookup && r->query && !r->closing) {
         f->refs++;
+        f->looking = 1;
         r->pend[r->npend++] = f;
         flush_soon(r);
     }
@@ -303,6 +305,7 @@ const char *kgx_flight_key(const kgx_flight_t *f, size_t *len)
 
 const char *kgx_flight_hash(const kgx_flight_t *f) { return f->hash[0] ? f->hash : NULL; }
 size_t kgx_reuse_open_flights(const kgx_reuse_t *r) { return r->nopen; }
+int kgx_flight_looking(const kgx_flight_t *f) { return f->looking; }
 size_t kgx_flight_followers(const kgx_flight_t *f) { return f->nfol; }
 
 void kgx_reuse_close(kgx_reuse_t *r)

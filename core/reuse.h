@@ -72,7 +72,9 @@ char *kgx_reuse_key(const char *identity, const char *path, const char *body, si
 /* The flight with this key, or NULL. */
 kgx_flight_t *kgx_reuse_find(kgx_reuse_t *r, const char *key, size_t len);
 /* A new flight led by `leader`; takes key. With lookup, the key is looked up (found() follows, never
- * inside this call); else the caller sends at once. NULL when out of memory (key freed). */
+ * inside this call) — unless the reuse has no query (answers not kept), is closing or is out of memory:
+ * kgx_flight_looking() says which. Without a lookup the caller sends at once. NULL when out of memory
+ * (key freed). */
 kgx_flight_t *kgx_reuse_open(kgx_reuse_t *r, char *key, size_t len, void *leader, int lookup);
 /* follower waits for f (0, or -1 when out of memory: then send it). */
 int kgx_reuse_follow(kgx_flight_t *f, void *follower);
@@ -93,6 +95,7 @@ const kgx_reuse_answer_t *kgx_flight_answer(const kgx_flight_t *f);
 const char *kgx_flight_key(const kgx_flight_t *f, size_t *len);
 const char *kgx_flight_hash(const kgx_flight_t *f);   /* hex, once the lookup came back; else NULL */
 size_t kgx_reuse_open_flights(const kgx_reuse_t *r);
+int kgx_flight_looking(const kgx_flight_t *f);        /* 1: its lookup is queued, found() will follow */
 size_t kgx_flight_followers(const kgx_flight_t *f);
 
 #endif

@@ -9,7 +9,8 @@
 #   - --fresh-answers (and KGX_FRESH_ANSWERS=1) asks the LLM for every chunk again;
 #   - a different model behind the endpoint (its /props model_path) reuses nothing stored for the old;
 #   - a stored answer the policy no longer reads whole is asked afresh, not charged to the drawer;
-#   - --reapply still works from the stored answers.
+#   - --reapply still works from the stored answers;
+#   - --no-keep-answers (nothing stored, nothing looked up) still completes every drawer, exactly.
 use strict;
 use warnings;
 use KgxTest;
@@ -139,6 +140,23 @@ graph_matches(graph_dump($dsn), $x, 'after the broken answer: exact graph');
 $r = run_kgx({ timeout => 120 }, '--dsn', $dsn, '--reapply');
 is($r->{rc}, 0, '--reapply exits 0') or diag($r->{err});
 graph_matches(graph_dump($dsn), $x, '--reapply: exact graph');
+
+# 8. --no-keep-answers: no answer stored, none looked up — every chunk still goes to the LLM (a chunk
+#    once waited for a lookup that was never sent: the backfill hung with every drawer claimed)
+{
+    my $dsn2 = fresh_db('econ_reuse_nokeep');
+    create_drawers($dsn2, $c);
+    fake_reset($fake);
+    my $r2 = run_kgx({ timeout => 120 }, '--dsn', $dsn2, '--endpoint', $fake->{url}, '--workers', 8,
+                     '--backfill', '--no-keep-answers');
+    is($r2->{rc}, 0, '--no-keep-answers: backfill exits 0') or diag($r2->{err});
+    like($r2->{err}, qr/^final: completed=$n pending=0 in_flight=0 errors=0$/m, "--no-keep-answers: all $n drawers completed");
+    graph_matches(graph_dump($dsn2), $x, '--no-keep-answers: exact graph');
+    is(psql($dsn2, 'SELECT count(*) FROM kgx_mempalace_kg_answers') + 0, 0, '--no-keep-answers: no answer stored');
+    my $req = requests($fake);
+    ok($req >= $n - 30 && $req <= $n, "--no-keep-answers: one request per drawer at most ($req for $n drawers, "
+       . ($n - 30) . ' distinct texts)');
+}
 
 stop_fake($fake);
 done_testing();

@@ -219,6 +219,21 @@ int main(void)
     kgx_reuse_close(r);
     uv_run(&loop, UV_RUN_DEFAULT);
     kgx_reuse_free(r);
+
+    /* answers not kept (no query): flights still pair twins, but nothing is looked up — the leader
+     * is told so and sends at once (it once waited in CH_LOOKUP for ever) */
+    kgx_reuse_t *nq = kgx_reuse_new(&loop, NULL, NULL, &cbs);
+    size_t ln;
+    char *kn = key("{\"prompt\":\"nokeep\"}", &ln);
+    kgx_flight_t *fn = kgx_reuse_open(nq, kn, ln, &a, 1);
+    ok(fn != NULL && !kgx_flight_looking(fn), "no query: the flight opens without a lookup");
+    char *pn = key("{\"prompt\":\"nokeep\"}", &ln);
+    ok(kgx_reuse_find(nq, pn, ln) == fn, "no query: a twin still finds the flight");
+    free(pn);
+    kgx_reuse_land(nq, fn, NULL);
+    kgx_reuse_close(nq);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    kgx_reuse_free(nq);
     uv_loop_close(&loop);
 
     /* the model identity behind an endpoint, from /props */
