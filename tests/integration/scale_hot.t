@@ -1,14 +1,16 @@
 #!/usr/bin/env perl
-# scale_hot — a fact every drawer states (issue 12, hot facts): writers append aggregate deltas
+# scale_hot — a fact every drawer states (issue 12, hot facts): a writer updates an edge's aggregate at
+# once only when no other transaction holds its row (SKIP LOCKED); else it appends an aggregate delta
 # (kgx_<graph>_edge_delta) and kgx_<graph>_fold applies them to the edge in batches.
 #   1. three --backfill processes whose drawers all state one shared fact: no deadlock, nothing left to
 #      fold when they exit, the graph is the one the sentences imply and every edge's properties and
 #      aggregates equal those recomputed from its support rows;
 #   2. a running daemon folds what it wrote within a few seconds (the edge lags, then is exact);
-#   3. a write whose fold never ran (a process killed in between) leaves the edge consistent with its
-#      deltas (aggregate + pending = support rows), and the next start folds them;
-#   4. a fold never deletes an edge a writer holds: the writer adding the edge's only support commits
-#      after the fold, and the edge is there, exact.
+#   3. writes that met a held aggregate row, whose fold never ran (a process killed in between), leave
+#      the edge consistent with its deltas (aggregate + pending = support rows), and the next start
+#      folds them; a write nobody contends leaves the edge exact at once, nothing to fold;
+#   4. a fold never deletes an edge a writer holds: the writer (past its edge locks, before its
+#      aggregates) adding the edge's only support commits after the fold, and the edge is there, exact.
 use strict;
 use warnings;
 use KgxTest;
@@ -122,15 +124,39 @@ is($deadlocks->($dsn), 0, 'three processes: no deadlock detected');
     graph_matches(graph_dump($dsn), expected_graph(\%all), 'daemon');
 }
 
-# ---- 3. writes whose fold never ran: consistent, folded by the next start
+# a psql session in the background: SQL, then a 4 s sleep tagged $tag (so the test can wait until it
+# is there), then more SQL, in one transaction; returns its pid
+sub hold_session {
+    my ($dsn, $tag, $before, $after) = @_;
+    my $sqlf = "/tmp/scale_hot_${tag}_$$.sql";
+    open my $fh, '>', $sqlf or die "$sqlf: $!";
+    print $fh $AGE . "BEGIN;\n$before\nSELECT pg_sleep(4), '$tag';\n" . ($after // '') . "\nCOMMIT;\n";
+    close $fh;
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open STDOUT, '>', '/dev/null';
+        exec('psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $dsn, '-f', $sqlf) or POSIX::_exit(127);
+    }
+    ok(wait_until(20, sub { psql($dsn, qq{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%$tag%'
+                                           AND state = 'active' AND pid <> pg_backend_pid()}) == 1 }),
+       "session $tag is in its transaction");
+    return ($pid, $sqlf);
+}
+
+# ---- 3. writes that met a held aggregate row and whose fold never ran: consistent, folded by the next start
 {
-    # the write function called directly (what a process killed after its commit leaves): two drawers
+    # another transaction holds every aggregate row (what a writer in its last step holds) while the
+    # write function is called directly (what a process killed after its commit leaves): two drawers
     # restate the shared fact with another confidence, one drawer is re-extracted with no facts at all
+    my ($pid, $sqlf) = hold_session($dsn, 'scale_hot_session_b',
+        'SELECT count(*) FROM (SELECT 1 FROM kgx_mempalace_kg_edge_agg ORDER BY edge_id FOR NO KEY UPDATE) x;');
     psql($dsn, $AGE . q{
         SELECT kgx_mempalace_kg_write(id, NULL, NULL,
                '[{"s":"Omega Point","p":"owns","o":"Delta Force","c":0.95,"raw":null,"chunk":0}]'::jsonb, NULL)
           FROM (VALUES ('d00001'), ('d00002')) v(id);
         SELECT kgx_mempalace_kg_write('d00003', NULL, NULL, '[]'::jsonb, NULL);});
+    is(wait_pid($pid, 30), 0, 'the session holding the aggregate rows ended');
+    unlink $sqlf;
     my $v = agg_check($dsn);
     cmp_ok($v->{pending}, '>', 0, 'direct writes: deltas pending');
     cmp_ok($v->{bad}, '>', 0, 'direct writes: the edges lag');
@@ -141,6 +167,24 @@ is($deadlocks->($dsn), 0, 'three processes: no deadlock detected');
     is($v->{pending}, 0, 'the next start folded the deltas');
     is($v->{bad}, 0, 'the next start: every edge = recomputed from its support rows');
     is(hub_support($dsn), 569, 'the shared edge: support 569 (d00003 retracted)');
+    # a fact few drawers state, nobody holding its row: the edge is updated by the write itself (born by
+    # d00003's first write, restated with another confidence by its second)
+    psql($dsn, $AGE . q{SELECT kgx_mempalace_kg_write('d00003', NULL, NULL,
+               '[{"s":"Omega Point","p":"uses","o":"Zeta Gate","c":0.9,"raw":null,"chunk":0}]'::jsonb, NULL);
+        SELECT kgx_mempalace_kg_write('d00003', NULL, NULL,
+               '[{"s":"Omega Point","p":"uses","o":"Zeta Gate","c":0.4,"raw":"employs","chunk":0}]'::jsonb, NULL)});
+    $v = agg_check($dsn);
+    is($v->{pending}, 0, 'an uncontended write of a fact few drawers state: no delta');
+    is($v->{bad}, 0, 'an uncontended write: every edge exact at once (confidence, raw predicate)');
+    # a hot fact (32 supports or more): its edge row is not rewritten by each drawer, the change waits
+    # for the fold
+    psql($dsn, $AGE . q{SELECT kgx_mempalace_kg_write('d00001', NULL, NULL,
+               '[{"s":"Omega Point","p":"owns","o":"Delta Force","c":0.55,"raw":null,"chunk":0}]'::jsonb, NULL)});
+    $v = agg_check($dsn);
+    is($v->{pending}, 1, 'a hot fact restated: one delta');
+    is(invariant_breaks($dsn), 0, 'a hot fact restated: aggregate + pending deltas = support rows');
+    psql($dsn, $AGE . q{SELECT * FROM kgx_mempalace_kg_fold(1000)});
+    is(agg_check($dsn)->{bad}, 0, 'and exact after the fold');
 }
 
 # ---- 4. a fold does not delete an edge a writer holds
@@ -157,22 +201,16 @@ is($deadlocks->($dsn), 0, 'three processes: no deadlock detected');
                             WHERE agtype_access_operator(VARIADIC ARRAY[r.properties, '"relation_type"'::agtype]) = '"mentions"'::agtype
                               AND r.start_id = (SELECT id FROM mempalace_kg."Entity" WHERE agtype_access_operator(VARIADIC ARRAY[properties, '"key"'::agtype]) = '"omega point"'::agtype)}) };
     is($edge->(), 1, 'the fact has its edge (one support: d00010)');
-    # session A adds d00011's support and holds it open; meanwhile d00010 retracts the only committed
-    # support and a fold runs: the edge's aggregate reaches 0, but A holds the edge
-    my $sqlf = "/tmp/scale_hot_a_$$.sql";
-    open my $fh, '>', $sqlf or die "$sqlf: $!";
-    print $fh $AGE . qq{BEGIN;\nSELECT kgx_mempalace_kg_write('d00011', NULL, NULL, '$fact'::jsonb, NULL);\n}
-                   . qq{SELECT pg_sleep(4), 'scale_hot_session_a';\nCOMMIT;\n};
-    close $fh;
-    my $pid = fork // die "fork: $!";
-    if (!$pid) {
-        open STDOUT, '>', '/dev/null';
-        exec 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $dsn, '-f', $sqlf;
-        POSIX::_exit(127);
-    }
-    ok(wait_until(20, sub { psql($dsn, q{SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%scale_hot_session_a%'
-                                          AND state = 'active' AND pid <> pg_backend_pid()}) == 1 }),
-       'session A holds its write open');
+    # session A is a writer past its edge locks (it holds the edge, key-share) and before its support
+    # and aggregates; meanwhile d00010 retracts the only committed support and a fold runs: the edge's
+    # aggregate reaches 0, but A holds the edge. Then A adds d00011's support and commits.
+    my $edge_sql = q{SELECT count(*) FROM (SELECT 1 FROM mempalace_kg."RELATION" r
+                       WHERE agtype_access_operator(VARIADIC ARRAY[r.properties, '"relation_type"'::agtype]) = '"mentions"'::agtype
+                         AND agtype_access_operator(VARIADIC ARRAY[r.properties, '"support"'::agtype]) IS NOT NULL
+                         AND r.start_id = (SELECT id FROM mempalace_kg."Entity" WHERE agtype_access_operator(VARIADIC ARRAY[properties, '"key"'::agtype]) = '"omega point"'::agtype)
+                       FOR KEY SHARE OF r) x;};
+    my ($pid, $sqlf) = hold_session($dsn, 'scale_hot_session_a', $edge_sql,
+        "SELECT kgx_mempalace_kg_write('d00011', NULL, NULL, '$fact'::jsonb, NULL);");
     psql($dsn, $AGE . q{SELECT kgx_mempalace_kg_write('d00010', NULL, NULL, '[]'::jsonb, NULL);
                         SELECT * FROM kgx_mempalace_kg_fold(1000)});
     is($edge->(), 1, 'the fold left the edge session A holds (its aggregate is 0 for now)');
