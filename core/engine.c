@@ -129,9 +129,10 @@ static void pump(kgx_engine_t *e)
         maybe_claim(e);
     } while (e->repump);
     e->pumping = 0;
+    uint64_t now = now_ms(e);
     for (job_t *j = e->jobs.next, *nx; j != &e->jobs; j = nx) {
         nx = j->next;
-        if (job_next_action(j, now_ms(e)) == JOB_ACT_FREE) job_free(j);
+        if (job_next_action(j, now) == JOB_ACT_FREE) job_free(j);
     }
     maybe_finish(e);
     if (!finished(e)) arm_wake(e);
