@@ -58,6 +58,7 @@ void kgx_budget_take(kgx_budget_t *b, size_t cost)
 
 void kgx_budget_give(kgx_budget_t *b, size_t cost)
 {
+    b->look = 1;                  /* room freed: a drawer waiting for it may fit now */
     b->used = cost > b->used ? 0 : b->used - cost;
     if (b->holders > 0) b->holders--;
 }
@@ -116,6 +117,7 @@ static void text_arrived(kgx_engine_t *e, job_t *j, int status, char *text, size
         kgx_budget_give(&e->budget, j->row.budget_held);
         j->row.budget_held = 0;
         j->row.text_pending = 1;
+        e->budget.look = 1;
         if (++j->row.text_failures >= TEXT_FAILURES_CHARGED) {
             char msg[600];
             snprintf(msg, sizeof msg, "reading the drawer's text failed %d times: %s", j->row.text_failures,
@@ -185,6 +187,7 @@ static void batch_send(kgx_engine_t *e, struct budget_read *r)
             j->row.budget_held = 0;
             j->row.text_pending = 1;
         }
+        e->budget.look = 1;
     } else {
         read_link(&e->budget, b);
     }
@@ -194,15 +197,23 @@ static void batch_send(kgx_engine_t *e, struct budget_read *r)
 void kgx_budget_admit(kgx_engine_t *e)
 {
     kgx_budget_t *b = &e->budget;
-    if (!e->sink->reads_text || kgx_engine_stopping(e)) return;
+    if (!e->sink->reads_text || kgx_engine_stopping(e) || !b->look) return;
+    b->look = 0;                  /* set again below when a job is left waiting */
     uint64_t now = kgx_engine_now(e);
     struct budget_read batch = { .e = e };
     size_t batch_bytes = 0;
     for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next) {
-        if (j->state != JOB_WAIT_SPLIT || j->row.text_pending != 1 || j->not_before > now) continue;
+        if (j->row.text_pending != 1) continue;
+        if (j->state != JOB_WAIT_SPLIT || j->not_before > now) {
+            b->look = 1;
+            continue;
+        }
         /* a re-read for a new split keeps the charge it holds; a first read must fit */
         size_t cost = j->row.budget_held ? 0 : kgx_budget_cost(j->row.document_len);
-        if (cost && !kgx_budget_fits(b, cost)) break;   /* claim order: later drawers wait behind it */
+        if (cost && !kgx_budget_fits(b, cost)) {       /* claim order: later drawers wait behind it */
+            b->look = 1;
+            break;
+        }
         if (j->row.document_len <= TEXT_BATCH_BYTES) {
             if (batch.n == TEXT_BATCH_MAX || batch_bytes + j->row.document_len > TEXT_BATCH_TOTAL) {
                 batch_send(e, &batch);
@@ -212,13 +223,17 @@ void kgx_budget_admit(kgx_engine_t *e)
             batch_bytes += j->row.document_len;
         } else {
             struct budget_read *r = calloc(1, sizeof *r);
-            if (!r) break;
+            if (!r) {
+                b->look = 1;
+                break;
+            }
             r->e = e;
             r->n = 1;
             r->job[0] = j;
             r->fetch = kgx_queue_fetch_text(e->db, j->row.drawer_id, j->row.document_len, text_cb, r);
             if (!r->fetch) {    /* out of memory or the pool closing: try again on a later pump */
                 free(r);
+                b->look = 1;
                 break;
             }
             read_link(b, r);
@@ -239,15 +254,18 @@ void kgx_budget_admit(kgx_engine_t *e)
 
 int kgx_budget_waiting(kgx_engine_t *e)
 {
-    for (job_t *j = e->jobs.next; j != &e->jobs; j = j->next)
+    /* newest first: the drawers waiting for their text are the last claimed */
+    for (job_t *j = e->jobs.prev; j != &e->jobs; j = j->prev)
         if (j->row.text_pending == 1 || j->row.text_pending == 2) return 1;
     return 0;
 }
 
 int kgx_budget_need_text(kgx_engine_t *e, job_t *j)
 {
-    (void)e;
-    if (j->row.text_pending == 3) j->row.text_pending = 1;   /* split again: read the text again */
+    if (j->row.text_pending == 3) {                          /* split again: read the text again */
+        j->row.text_pending = 1;
+        e->budget.look = 1;
+    }
     return j->row.text_pending != 0;
 }
 

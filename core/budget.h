@@ -33,6 +33,8 @@ typedef struct {
     int reading;               /* text reads in flight */
     unsigned long long alone;  /* drawers admitted alone because they did not fit beside others */
     struct budget_read *reads; /* text reads in flight (their job may be gone) */
+    int look;                  /* a job may wait for its text: kgx_budget_admit scans the jobs (else it
+                                * returns at once: it runs on every pump) */
 } kgx_budget_t;
 
 /* Pure accounting (unit-tested). */

@@ -162,6 +162,7 @@ job_t *job_new(kgx_engine_t *e, kgx_claim_row_t *row)
     j->attempts = j->row.attempts;
     j->state = JOB_WAIT_SPLIT;
     e->jobs_in[JOB_WAIT_SPLIT]++;
+    if (j->row.text_pending == 1) e->budget.look = 1;   /* its text is read when it fits */
     j->prev = e->jobs.prev;
     j->next = &e->jobs;
     e->jobs.prev->next = j;
