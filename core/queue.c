@@ -407,20 +407,18 @@ int kgx_queue_heartbeat(kgx_db_t *db, const char *worker, kgx_queue_done_cb cb, 
 /* ------------------------------------------------------------------ counters */
 
 /* Cheap at any queue size: the row classes and the completions of the last 24 h / 5 min come from
- * the maintained counters (kgx_queue_counts(): 10-second buckets, so the windows are exact to ±10 s);
- * the rest from small, indexed sets — claimed rows (kgx_queue_started_idx), rows that failed
+ * the maintained counters (kgx_queue_counts_at(): 10-second buckets, so the windows are exact to ±10 s),
+ * read in one snapshot with the claimed rows (kgx_queue_started_idx: pending = unfinished - claimed is
+ * never negative); the rest from small, indexed sets — rows that failed
  * (kgx_queue_retry_idx), rows with a status (kgx_queue_status_idx). */
 static const char counts_sql[] =
-    "WITH c AS (SELECT count(*) FILTER (WHERE started_at >= now() - make_interval(secs => $1::float8)) AS live,"
-    "              count(*) FILTER (WHERE started_at < now() - make_interval(secs => $1::float8)) AS stale"
-    "         FROM " Q " WHERE completed_at IS NULL AND error IS NULL AND started_at IS NOT NULL),"
-    " t AS (SELECT * FROM public.kgx_queue_counts()),"
-    " r AS (SELECT count(*) AS retrying FROM " Q
+    "WITH r AS (SELECT count(*) AS retrying FROM " Q     /* first: a missing queue is what an error names */
     "        WHERE completed_at IS NULL AND error IS NULL AND attempts > 0),"
-    " s AS (SELECT count(*) FILTER (WHERE status = 'deleted') AS deleted FROM " Q " WHERE status IS NOT NULL)"
-    " SELECT t.unfinished - c.live, c.live, t.done_24h, t.parked, t.triples_5m, t.done_5m / 5.0, c.stale,"
+    " s AS (SELECT count(*) FILTER (WHERE status = 'deleted') AS deleted FROM " Q " WHERE status IS NOT NULL),"
+    " t AS (SELECT * FROM public.kgx_queue_counts_at($1::float8))"
+    " SELECT t.unfinished - t.live, t.live, t.done_24h, t.parked, t.triples_5m, t.done_5m / 5.0, t.stale,"
     "        t.completed, r.retrying, t.total, s.deleted"
-    "   FROM c, t, r, s";
+    "   FROM t, r, s";
 
 static void parse_counts(const PGresult *r, kgx_queue_counts_t *o)
 {

@@ -33,6 +33,25 @@ is(scalar @final, 1, 'one final: line');
 is($final[0], 'final: completed=60 pending=0 in_flight=0 errors=0', 'final: completed=60 pending=0 in_flight=0 errors=0');
 like((split /\n/, $r->{err})[-1] // '', qr/^final: /, 'final: is the last line') or diag($r->{err});
 
+# counts read while drawers complete every few milliseconds: the queue counters and the claimed rows come
+# from one snapshot, so pending (unfinished - claimed) is never negative (it once showed pending=-1 when
+# a completion committed between the two reads)
+{
+    my $dsn3 = fresh_db('progress_busy');
+    psql($dsn3, q{CREATE TABLE mempalace_drawers (id text PRIMARY KEY, wing text, room text, document text NOT NULL, metadata jsonb);
+                  INSERT INTO mempalace_drawers SELECT 'b' || lpad(i::text, 4, '0'), 'w', 'r',
+                         'Owner' || i || ' runs Shop' || (i % 7) || '.', '{}' FROM generate_series(1, 600) i});
+    my $busy = start_fake('--parallel', 8, '--latency-ms', 0);
+    my $rb = run_kgx({ timeout => 120 }, '--dsn', $dsn3, '--endpoint', $busy->{url}, '--backfill',
+                     '--progress-interval', 0.1, '--workers', 8);
+    is($rb->{rc}, 0, 'busy backfill exits 0') or diag($rb->{err});
+    my @bl = grep { /^drawers_completed=/ } split /\n/, $rb->{err};
+    ok(@bl >= 3, scalar(@bl) . ' progress lines while 600 drawers complete');
+    is(scalar(grep { $_ !~ $LINE } @bl), 0, 'busy: every progress line has the exact format (pending never negative)')
+        or diag(join "\n", grep { $_ !~ $LINE } @bl);
+    stop_fake($busy);
+}
+
 # --backfill-limit N queues at most N more drawers, then drains them
 my $dsn2 = fresh_db('progress_limit');
 psql($dsn2, q{CREATE TABLE mempalace_drawers (id text PRIMARY KEY, wing text, room text, document text NOT NULL, metadata jsonb);
