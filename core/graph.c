@@ -26,12 +26,7 @@ const char *const kgx_graph_session_sql[] = {
 /* [dropin] the whole check (derived identifiers' length, reserved words, foreign schemas) is core/names.c's */
 int kgx_graph_name_ok(const char *g)
 {
-    /* every statement checks its graph name: the last good one is remembered (per thread) */
-    static _Thread_local char ok[KGX_NAMES_MAX + 1];
-    if (ok[0] && !strcmp(g, ok)) return 1;
-    if (kgx_names_check_graph(g, NULL, 0) != 0) return 0;
-    if (strlen(g) < sizeof ok) memcpy(ok, g, strlen(g) + 1);
-    return 1;
+    return kgx_names_check_graph(g, NULL, 0) == 0;
 }
 
 char *kgx_graph_subst(const char *tmpl, const char *graph)

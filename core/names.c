@@ -1,6 +1,8 @@
 /* names — see names.h. */
 #include "names.h"
 
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,24 +40,33 @@ static int ident_char(char c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-size_t kgx_names_longest(size_t n, char *longest, size_t len)
+/* The longest name derived from a graph name: the same whatever the graph (its letters around "@G@"),
+ * so the templates are scanned once. */
+static struct { size_t l, r; const char *at; } derived;
+static pthread_once_t derived_once = PTHREAD_ONCE_INIT;
+
+static void derived_scan(void)
 {
-    size_t best = n, best_l = 0, best_r = 0;
-    const char *best_at = NULL;
     for (size_t t = 0; t < sizeof templates / sizeof *templates; t++) {
         const char *s = templates[t];
         for (const char *m = strstr(s, "@G@"); m; m = strstr(m + 3, "@G@")) {
             size_t l = 0, r = 0;
             while (m - l > s && ident_char(m[-(ptrdiff_t)l - 1])) l++;
             while (ident_char(m[3 + r])) r++;
-            if (n + l + r > best) { best = n + l + r; best_l = l; best_r = r; best_at = m; }
+            if (l + r > derived.l + derived.r) { derived.l = l; derived.r = r; derived.at = m; }
         }
     }
+}
+
+size_t kgx_names_longest(size_t n, char *longest, size_t len)
+{
+    pthread_once(&derived_once, derived_scan);
     if (longest && len) {
-        if (best_at) snprintf(longest, len, "%.*s<graph>%.*s", (int)best_l, best_at - best_l, (int)best_r, best_at + 3);
+        if (derived.at) snprintf(longest, len, "%.*s<graph>%.*s", (int)derived.l, derived.at - derived.l,
+                                 (int)derived.r, derived.at + 3);
         else snprintf(longest, len, "<graph>");
     }
-    return best;
+    return n + derived.l + derived.r;
 }
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
