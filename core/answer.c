@@ -22,9 +22,12 @@ static int skip(cur_t *c, int depth)
     if (c->p >= c->end || depth > MAX_DEPTH) return -1;
     char ch = *c->p;
     if (ch == '"') {
-        for (c->p++; c->p < c->end; c->p++) {
-            if (*c->p == '\\') { c->p++; continue; }
-            if (*c->p == '"') { c->p++; return 0; }
+        /* the next quote not escaped: one preceded by an even run of backslashes */
+        const char *from = c->p + 1;
+        for (const char *q; (q = memchr(from, '"', (size_t)(c->end - from))); from = q + 1) {
+            const char *b = q;
+            while (b > c->p + 1 && b[-1] == '\\') b--;
+            if (((q - b) & 1) == 0) { c->p = q + 1; return 0; }
         }
         return -1;
     }

@@ -30,15 +30,23 @@ void kgx_buf_adds(kgx_buf_t *b, const char *s) { kgx_buf_add(b, s, strlen(s)); }
 
 void kgx_buf_printf(kgx_buf_t *b, const char *fmt, ...)
 {
+    /* formatted once into the room there is (most calls fit), again only when it was too small */
     va_list ap;
+    grow(b, 64);
+    size_t room = b->cap - b->len;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(b->p + b->len, room, fmt, ap);
     va_end(ap);
-    if (n < 0) return;
-    grow(b, (size_t)n);
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    if (n < 0) {
+        b->p[b->len] = 0;
+        return;
+    }
+    if ((size_t)n >= room) {
+        grow(b, (size_t)n);
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+    }
     b->len += (size_t)n;
 }
 
@@ -47,14 +55,25 @@ void kgx_buf_json_strn(kgx_buf_t *b, const char *s, size_t len)
     const unsigned char *u = (const unsigned char *)s;
     grow(b, len + 2);
     b->p[b->len++] = '"';
-    size_t i = 0;
+    size_t i = 0, run = 0;   /* bytes [run, i) go out as they are, in one copy */
     while (i < len) {
         unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x7F && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        size_t n = c >= 0x80 ? kgx_utf8_seq(u + i, len - i) : 0;
+        if (n) {
+            i += n;
+            continue;
+        }
+        if (i > run) kgx_buf_add(b, u + run, i - run);
         if (c == '"' || c == '\\') {
             char esc[2] = { '\\', (char)c };
             kgx_buf_add(b, esc, 2);
-            i++;
-        } else if (c < 0x20 || c == 0x7F) {
+        } else if (c >= 0x80) {
+            kgx_buf_add(b, "\xEF\xBF\xBD", 3);     /* not UTF-8 */
+        } else {
             char esc[8];
             switch (c) {
             case '\n': kgx_buf_add(b, "\\n", 2); break;
@@ -67,21 +86,10 @@ void kgx_buf_json_strn(kgx_buf_t *b, const char *s, size_t len)
                 snprintf(esc, sizeof esc, "\\u%04x", c);
                 kgx_buf_add(b, esc, 6);
             }
-            i++;
-        } else if (c < 0x80) {
-            kgx_buf_add(b, &u[i], 1);
-            i++;
-        } else {
-            size_t n = kgx_utf8_seq(u + i, len - i);
-            if (n) {
-                kgx_buf_add(b, &u[i], n);
-                i += n;
-            } else {
-                kgx_buf_add(b, "\xEF\xBF\xBD", 3);
-                i++;
-            }
         }
+        run = ++i;
     }
+    if (i > run) kgx_buf_add(b, u + run, i - run);
     kgx_buf_add(b, "\"", 1);
 }
 

@@ -32,14 +32,21 @@ static uint64_t now_ms(kgx_engine_t *e)
 }
 
 uint64_t kgx_engine_now(kgx_engine_t *e) { return now_ms(e); }
-void kgx_engine_pump(kgx_engine_t *e) { pump(e); }
 static void wake_cb(uv_timer_t *t);
+/* A job's callback (an answer, a hook's result, a write) asks for a pump: it runs once the loop has
+ * delivered every event of this turn (a zero timer runs before the next poll), so that the answers
+ * curl hands over together cost one walk over the jobs, not one each (B1: ~600 job visits a drawer
+ * when every callback pumped at once). */
 void kgx_engine_pump_soon(kgx_engine_t *e)
 {
     if (finished(e)) return;
     if (e->pumping) e->repump = 1;
-    else uv_timer_start(&e->wake, wake_cb, 0, 0);
+    else if (!e->pump_due) {
+        e->pump_due = 1;
+        uv_timer_start(&e->wake, wake_cb, 0, 0);
+    }
 }
+void kgx_engine_pump(kgx_engine_t *e) { kgx_engine_pump_soon(e); }
 void kgx_engine_finish(kgx_engine_t *e, int code) { finish(e, code); }
 int kgx_engine_stopping(const kgx_engine_t *e) { return stopping(e); }
 
@@ -73,7 +80,12 @@ static void maybe_claim(kgx_engine_t *e)
 
 /* ------------------------------------------------------------------ the pump */
 
-static void wake_cb(uv_timer_t *t) { pump(t->data); }
+static void wake_cb(uv_timer_t *t)
+{
+    kgx_engine_t *e = t->data;
+    e->pump_due = 0;
+    pump(e);
+}
 
 static void arm_wake(kgx_engine_t *e)
 {
@@ -82,7 +94,7 @@ static void arm_wake(kgx_engine_t *e)
         uint64_t at = job_wake_at(j);
         if (at > now && (!next || at < next)) next = at;
     }
-    if (next) uv_timer_start(&e->wake, wake_cb, next - now, 0);
+    if (next && !e->pump_due) uv_timer_start(&e->wake, wake_cb, next - now, 0);
 }
 
 static void maybe_finish(kgx_engine_t *e);

@@ -125,6 +125,7 @@ struct kgx_engine {
     int jobs_in[JOB__N];        /* jobs per state, kept by job_set_state() */
     engine_phase_t phase;
     int claiming, claims, idle, exit_code, stop_code, pumping, repump;
+    int pump_due;                 /* a pump asked for by a callback: the wake timer is at 0 */
     double retry_base_ms;
     uv_timer_t wake, poll, progress, heartbeat, refresh, stop_deadline, watchdog, publish;
     uv_signal_t sig_term, sig_int, sig_hup;

@@ -64,8 +64,14 @@ typedef struct {
     int hook[KGX_HOOK_N];      /* LUA_NOREF = default (split/accept) or not a Lua hook (load) */
 } kgx_policy_t;
 
-/* Allocator accounting: the ceiling holds for every allocation, one huge one included. */
-typedef struct { size_t used, limit; } script_mem_t;
+/* Allocator accounting: the ceiling holds for every allocation, one huge one included. The memory
+ * itself comes from the state's own allocator (LuaJIT's, one heap per state: no lock shared with
+ * other threads), which script_alloc wraps: base/based are what luaL_newstate gave the state. */
+typedef struct {
+    size_t used, limit;
+    lua_Alloc base;
+    void *based;
+} script_mem_t;
 
 typedef struct script_vm {
     lua_State *L;

@@ -61,6 +61,7 @@ static void canon_str(canon_t *c, const char *p, size_t n)
     kgx_buf_add(&c->b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)p[i];
+        if (ch >= 32 && ch != '"' && ch != '\\' && ch != '/' && ch != 127) continue;   /* as it is */
         const char *e = ch < 32 ? canon_esc[ch] : ch == '"' ? "\\\"" : ch == '\\' ? "\\\\"
                       : ch == '/' ? "\\/" : ch == 127 ? "\\u007f" : NULL;
         if (!e) continue;

@@ -130,18 +130,18 @@ void script_rawfield(lua_State *L, int idx, const char *key)
 }
 /* ---------------------------------------------------------------- allocator */
 
-/* lua_Alloc with a ceiling (LuaJIT in GC64 mode takes a custom allocator). Shrinking never fails. */
+/* lua_Alloc with a ceiling, in front of the state's own allocator. Shrinking never fails. */
 void *script_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     script_mem_t *m = ud;
     size_t old = ptr ? osize : 0;
     if (nsize == 0) {
-        free(ptr);
-        m->used -= old;
+        m->base(m->based, ptr, osize, 0);
+        m->used = m->used > old ? m->used - old : 0;
         return NULL;
     }
     if (nsize > old && (nsize - old > m->limit || m->used + (nsize - old) > m->limit)) return NULL;
-    void *p = realloc(ptr, nsize);
+    void *p = m->base(m->based, ptr, osize, nsize);
     if (!p) return NULL;
     m->used = m->used - old + nsize;
     return p;

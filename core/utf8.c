@@ -27,6 +27,10 @@ int kgx_utf8_valid(const char *s, size_t n)
 {
     const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
+        if (p[i] - 1u < 0x7Fu) {       /* ASCII other than NUL: most of any text */
+            i++;
+            continue;
+        }
         size_t l = kgx_utf8_seq(p + i, n - i);
         if (!l) return 0;
         i += l;
