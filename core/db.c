@@ -19,11 +19,17 @@
 
 #define DB_BACKOFF_MIN_MS 100
 #define DB_BACKOFF_MAX_MS 5000
+/* Statements queued with kgx_db_query_prepared are parsed and planned once per connection (a named
+ * prepared statement, made at its first use there) instead of at every call: the write function's
+ * call cost 0.14-0.16 ms as an unnamed statement and 0.10 ms prepared (pgbench, -M extended vs -M
+ * prepared). Up to DB_PREP_MAX texts per connection; later ones run unnamed. */
+#define DB_PREP_MAX 16
 
 enum conn_state { C_DOWN, C_CONNECTING, C_SETUP, C_IDLE, C_BUSY };
 
 typedef struct db_stmt {
     char *sql;
+    int prepare;                 /* kgx_db_query_prepared */
     int nparams;
     char **params;
     kgx_db_cb cb;
@@ -52,6 +58,10 @@ typedef struct db_conn {
     db_stmt_t *running;          /* user statement in flight (state C_BUSY) */
     PGresult *res;               /* result kept for the statement in flight */
     char fatal[256];             /* last FATAL notice: why the server is about to close */
+    struct { char *sql; unsigned id; } prep[DB_PREP_MAX];   /* prepared in this session as kgx_<id> */
+    int nprep;
+    unsigned prep_seq;           /* names are never reused: a forgotten one may still exist there */
+    int preparing;               /* 1 + the prep[] entry whose PREPARE is in flight (state C_BUSY) */
 } db_conn_t;
 
 struct kgx_db {
@@ -180,8 +190,31 @@ static int conn_watch(db_conn_t *c, int events, int rearm)
 
 /* ---- connecting ---- */
 
+/* The session's prepared statements are gone with it (or no longer usable: see conn_stmt_done). */
+static void prep_forget(db_conn_t *c)
+{
+    for (int i = 0; i < c->nprep; i++) free(c->prep[i].sql);
+    c->nprep = 0;
+    c->preparing = 0;
+}
+
+static int prep_find(const db_conn_t *c, const char *sql)
+{
+    for (int i = 0; i < c->nprep; i++)
+        if (!strcmp(c->prep[i].sql, sql)) return i;
+    return -1;
+}
+
+static int send_prepared(db_conn_t *c, const db_stmt_t *s, unsigned id)
+{
+    char name[32];
+    snprintf(name, sizeof name, "kgx_%u", id);
+    return PQsendQueryPrepared(c->pg, name, s->nparams, (const char *const *)s->params, NULL, NULL, 0);
+}
+
 static void conn_close(db_conn_t *c)
 {
+    prep_forget(c);
     poll_close(c);                      /* before PQfinish closes the fd */
     if (c->pg) PQfinish(c->pg);
     c->pg = NULL;
@@ -302,30 +335,57 @@ static void conn_next_setup(db_conn_t *c)
     if (!ok || conn_flush(c) < 0) conn_lost(c, PQerrorMessage(c->pg));
 }
 
+/* Sends c->running (or, for a statement to prepare here first, its PREPARE). */
+static int conn_send(db_conn_t *c, db_stmt_t *s)
+{
+    if (!s->prepare) return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, (const char *const *)s->params,
+                                              NULL, NULL, 0);
+    int k = prep_find(c, s->sql);
+    if (k >= 0) return send_prepared(c, s, c->prep[k].id);
+    if (c->nprep == DB_PREP_MAX) return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL,
+                                                          (const char *const *)s->params, NULL, NULL, 0);
+    char name[32];
+    k = c->nprep;
+    c->prep[k].id = ++c->prep_seq;
+    c->prep[k].sql = NULL;              /* recorded once the server has it */
+    snprintf(name, sizeof name, "kgx_%u", c->prep[k].id);
+    c->preparing = k + 1;
+    return PQsendPrepare(c->pg, name, s->sql, s->nparams, NULL);
+}
+
+static void conn_run_failed(db_conn_t *c, db_stmt_t *s);
+
 /* Starts stmt on the idle connection c. */
 static void conn_run(db_conn_t *c, db_stmt_t *s)
 {
-    kgx_db_t *db = c->db;
     c->state = C_BUSY;
     c->running = s;
-    db->running++;
-    if (!PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, (const char *const *)s->params,
-                           NULL, NULL, 0)) {
-        if (PQstatus(c->pg) == CONNECTION_OK) {   /* refused locally (e.g. bad params): only this one fails */
-            char err[512];
-            kgx_db_first_line(PQerrorMessage(c->pg), err, sizeof err);
-            c->running = NULL;
-            db->running--;
-            c->state = C_IDLE;
-            if (s->cb) s->cb(NULL, err, NULL, s->ud);
-            stmt_free(s);
-            kick(db);
-            return;
-        }
-        conn_lost(c, PQerrorMessage(c->pg));
+    c->db->running++;
+    if (!conn_send(c, s)) {
+        conn_run_failed(c, s);
         return;
     }
     if (conn_flush(c) < 0) conn_lost(c, PQerrorMessage(c->pg));
+}
+
+/* A send that failed: refused locally (e.g. bad params), only this statement fails; else the
+ * connection is gone. */
+static void conn_run_failed(db_conn_t *c, db_stmt_t *s)
+{
+    kgx_db_t *db = c->db;
+    c->preparing = 0;
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        conn_lost(c, PQerrorMessage(c->pg));
+        return;
+    }
+    char err[512];
+    kgx_db_first_line(PQerrorMessage(c->pg), err, sizeof err);
+    c->running = NULL;
+    db->running--;
+    c->state = C_IDLE;
+    if (s->cb) s->cb(NULL, err, NULL, s->ud);
+    stmt_free(s);
+    kick(db);
 }
 
 static void dispatch(kgx_db_t *db)
@@ -387,6 +447,17 @@ static void conn_stmt_done(db_conn_t *c)
         conn_next_setup(c);
         return;
     }
+    if (c->preparing && res && !is_error_result(res)) {
+        /* the statement is prepared here now: run it */
+        int k = c->preparing - 1;
+        c->preparing = 0;
+        PQclear(res);
+        if ((c->prep[k].sql = xstrdup(c->running->sql))) c->nprep++;
+        if (!send_prepared(c, c->running, c->prep[k].id)) conn_run_failed(c, c->running);
+        else if (conn_flush(c) < 0) conn_lost(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->preparing = 0;           /* (a PREPARE that failed: the statement gets its error) */
     db_stmt_t *s = c->running;
     c->running = NULL;
     db->running--;
@@ -396,6 +467,10 @@ static void conn_stmt_done(db_conn_t *c)
     if (res && is_error_result(res)) {
         e = kgx_db_first_line(PQresultErrorMessage(res), err, sizeof err);
         sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        /* a prepared statement the session no longer has (26000), or whose plan the schema changed
+         * under it (0A000, "cached plan must not change result type"): prepared again next time */
+        if (s && s->prepare && sqlstate && (!strcmp(sqlstate, "26000") || !strcmp(sqlstate, "0A000")))
+            prep_forget(c);
     } else if (!res) {
         e = "no result";
     }
@@ -605,13 +680,14 @@ void kgx_db_free(kgx_db_t *db)
     if (db->depth == 0) db_release(db);
 }
 
-int kgx_db_query(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
-                 kgx_db_cb cb, void *ud)
+static int queue_stmt(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
+                      kgx_db_cb cb, void *ud, int prepare)
 {
     if (!db || db->closing) return -1;
     if (!sql || nparams < 0 || (nparams > 0 && !params)) return -2;
     db_stmt_t *s = calloc(1, sizeof *s);
     if (!s) return -3;
+    s->prepare = prepare;
     s->sql = xstrdup(sql);
     s->cb = cb;
     s->ud = ud;
@@ -626,6 +702,18 @@ int kgx_db_query(kgx_db_t *db, const char *sql, int nparams, const char *const *
     db->queued++;
     kick(db);
     return 0;
+}
+
+int kgx_db_query(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
+                 kgx_db_cb cb, void *ud)
+{
+    return queue_stmt(db, sql, nparams, params, cb, ud, 0);
+}
+
+int kgx_db_query_prepared(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
+                          kgx_db_cb cb, void *ud)
+{
+    return queue_stmt(db, sql, nparams, params, cb, ud, 1);
 }
 
 int kgx_db_listen(kgx_db_t *db, const char *channel, kgx_db_notify_cb cb, void *ud)

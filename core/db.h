@@ -41,6 +41,12 @@ void kgx_db_free(kgx_db_t *db);
  * inside kgx_db_query; callbacks may queue statements or free the handle. */
 int kgx_db_query(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
                  kgx_db_cb cb, void *ud);
+/* The same, for a statement run again and again with the same text (the write, the fold, the text
+ * reads and answer lookups): parsed and planned once per connection, as a named prepared statement
+ * (PostgreSQL's plan cache decides custom or generic plans). Not for statements whose best plan
+ * depends on their parameters' values. */
+int kgx_db_query_prepared(kgx_db_t *db, const char *sql, int nparams, const char *const *params,
+                          kgx_db_cb cb, void *ud);
 /* LISTEN on channel over the dedicated connection; cb runs per notification. cb(NULL, NULL, ud)
  * also runs each time the listen connection becomes ready (first connect, every reconnect): work
  * whose NOTIFY was missed while it was down should be re-checked then. */

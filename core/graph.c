@@ -301,7 +301,7 @@ static void fold_start(struct fold_slot *f)
     f->again = 0;
     f->writes_at_start = f->writes;
     f->started_ms = mono_ms();
-    if (kgx_db_query(f->db, sql, 1, p, fold_done, f) == 0) f->inflight = 1;
+    if (kgx_db_query_prepared(f->db, sql, 1, p, fold_done, f) == 0) f->inflight = 1;
 }
 
 /* After a write completed (or failed): fold now, once the fold in flight is done, or when a later
@@ -398,7 +398,7 @@ int kgx_graph_write(kgx_db_t *db, const char *graph, const char *drawer_id, cons
     w->ud = ud;
     w->db = db;
     snprintf(w->graph, sizeof w->graph, "%s", graph);
-    int rc = kgx_db_query(db, sql, 5, p, write_done, w);
+    int rc = kgx_db_query_prepared(db, sql, 5, p, write_done, w);
     if (rc) free(w);
     else fold_slot(db, graph)->writing++;
     return rc;
@@ -459,7 +459,7 @@ int kgx_graph_answers_lookup(kgx_db_t *db, const char *graph, const char *keys_j
     l->cb = cb;
     l->ud = ud;
     const char *p[] = { keys_json };
-    int rc = kgx_db_query(db, sql, 1, p, lookup_rows, l);
+    int rc = kgx_db_query_prepared(db, sql, 1, p, lookup_rows, l);
     if (rc) free(l);
     return rc;
 }

@@ -294,7 +294,7 @@ kgx_text_fetch_t *kgx_queue_fetch_texts(kgx_db_t *db, int n, const char *const *
     }
     kgx_buf_adds(&b, "]");
     const char *p[] = { b.p };
-    if (kgx_db_query(db, texts_sql, 1, p, texts_done, f) != 0) goto fail;
+    if (kgx_db_query_prepared(db, texts_sql, 1, p, texts_done, f) != 0) goto fail;
     kgx_buf_free(&b);
     return f;
 fail:

@@ -332,6 +332,65 @@ static void t_blocking(const char *dsn)
     ok(c == NULL && err[0] && !strchr(err, '\n'), "unreachable: %s", err);
 }
 
+static rec_t pquery(kgx_db_t *db, const char *sql, int n, const char *const *params)
+{
+    rec_t r = { 0 };
+    if (kgx_db_query_prepared(db, sql, n, params, rec_cb, &r) != 0) { r.calls = -1; return r; }
+    run_until(&r.calls, 1, 15000);
+    return r;
+}
+
+/* Prepared statements (one connection): made at the first use, reused after, made again in a new
+ * session and after the session lost them; a bad one fails like any statement. */
+static void t_prepared(const char *dsn)
+{
+    int up0 = state_up;
+    kgx_db_opts_t o = { .dsn = dsn, .pool_size = 1, .setup_sql = setup, .on_state = state_cb };
+    kgx_db_t *db = kgx_db_new(&loop, &o);
+    ok(run_until(&state_up, up0 + 1, 10000), "prepared: pool up");
+    const char *sql = "SELECT $1::int * 2, (SELECT count(*) FROM pg_prepared_statements)";
+    const char *p1[] = { "21" }, *p2[] = { "50" };
+    rec_t r = pquery(db, sql, 1, p1);
+    is_int(r.status, PGRES_TUPLES_OK, "prepared: runs");
+    is_str(r.v0, "42", "prepared: result");
+    is_str(r.v1, "1", "prepared: the session holds one prepared statement");
+    r = pquery(db, sql, 1, p2);
+    is_str(r.v0, "100", "prepared: second call, other parameter");
+    is_str(r.v1, "1", "prepared: the same statement reused (still one)");
+    r = pquery(db, "SELECT $1::text || 'x', (SELECT count(*) FROM pg_prepared_statements)", 1, p1);
+    is_str(r.v0, "21x", "prepared: another text");
+    is_str(r.v1, "2", "prepared: its own statement");
+    r = query(db, "SELECT count(*) FROM pg_prepared_statements", 0, NULL);
+    is_str(r.v0, "2", "unnamed statements prepare nothing");
+
+    /* the session loses them: the next call fails once (its error, as for any statement), then
+     * works again, prepared anew */
+    query(db, "DEALLOCATE ALL", 0, NULL);
+    r = pquery(db, sql, 1, p1);
+    is_str(r.sqlstate, "26000", "prepared: a statement the session lost fails: %s", r.err);
+    r = pquery(db, sql, 1, p1);
+    is_int(r.status, PGRES_TUPLES_OK, "prepared: and is prepared again at its next use");
+    is_str(r.v0, "42", "prepared: result after preparing again");
+
+    /* a new session (the backend killed) has none: prepared again, transparently */
+    int killed = side_count("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = 'kgx-test' AND query LIKE '%pg_prepared_statements%'");
+    is_int(killed, 1, "prepared: the pool's backend terminated");
+    r = pquery(db, sql, 1, p2);
+    if (r.status != PGRES_TUPLES_OK) r = pquery(db, sql, 1, p2);   /* the first may see the loss */
+    is_int(r.status, PGRES_TUPLES_OK, "prepared: runs in the new session");
+    is_str(r.v0, "100", "prepared: result in the new session");
+    is_str(r.v1, "1", "prepared: made there anew");
+
+    /* a statement that cannot be prepared fails with its error; the connection goes on */
+    r = pquery(db, "SELECT * FROM kgx_no_such_table WHERE a = $1", 1, p1);
+    ok(r.calls == 1 && strstr(r.err, "kgx_no_such_table"), "prepared: a bad statement fails: %s", r.err);
+    is_str(r.sqlstate, "42P01", "prepared: with its SQLSTATE");
+    r = pquery(db, sql, 1, p1);
+    is_str(r.v0, "42", "prepared: the connection goes on");
+    kgx_db_free(db);
+}
+
 /* Free from inside a statement callback, with work still queued and running. */
 static kgx_db_t *free_db;
 static int free_calls;
@@ -395,6 +454,7 @@ int main(void)
     is_int(r1.calls + r2.calls, 0, "kgx_db_free: running and queued statements get no callback");
 
     t_down();
+    t_prepared(dsn);
     t_free_in_cb(dsn);
 
     uv_run(&loop, UV_RUN_DEFAULT);
