@@ -85,7 +85,8 @@ typedef struct script_vm {
     /* watchdog */
     int armed, tripped, trip_memory;
     struct timespec deadline;
-    char label[160];           /* "hook 'split'" or "load of prompts/x.lua" */
+    const char *label_fmt;     /* "hook '%s'" or "load of %s", with label_arg: formatted only */
+    const char *label_arg;     /* when a message names the call (script_label) */
     char trip_msg[512];
     atomic_int running;        /* kgx_hook_t being run, -1 when idle; read by other threads */
     size_t skipped_last;       /* economy (issue 14): chunks the last run_split's skip hook took out */

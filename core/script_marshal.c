@@ -76,6 +76,20 @@ static void canon_str(canon_t *c, const char *p, size_t n)
 static size_t canon_num(lua_State *L, lua_Number x, char *buf, size_t len)
 {
     if (isinf(x) || isnan(x)) luaL_error(L, "Cannot serialise number: must not be NaN or Inf");
+    /* a whole number below 1e14 (n_predict, a seed, a slot): its digits, as %.14g writes them
+     * (-0 excepted: "-0") */
+    if (x > -1e14 && x < 1e14 && x == (lua_Number)(long long)x && !(x == 0 && signbit(x))) {
+        char tmp[24];
+        long long v = (long long)x;
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        size_t n = 0;
+        do tmp[n++] = (char)('0' + u % 10); while (u /= 10);
+        if (v < 0) tmp[n++] = '-';
+        if (n >= len) return 0;
+        for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+        buf[n] = 0;
+        return n;
+    }
     int n = snprintf(buf, len, "%.14g", (double)x);
     return n > 0 && (size_t)n < len ? (size_t)n : 0;
 }

@@ -169,6 +169,12 @@ static void where_lua(lua_State *L, char *buf, size_t len)
     }
 }
 
+/* What the armed call is, for its messages: "hook 'split'", "load of prompts/x.lua". */
+static void script_label(const script_vm_t *s, char *buf, size_t len)
+{
+    snprintf(buf, len, s->label_fmt ? s->label_fmt : "%s", s->label_arg ? s->label_arg : "");
+}
+
 void script_watchdog_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -178,9 +184,10 @@ void script_watchdog_hook(lua_State *L, lua_Debug *ar)
         struct timespec now;
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (now_diff_ms(&now, &s->deadline) < 0) return;
-        char where[200];
+        char where[200], label[160];
         where_lua(L, where, sizeof where);
-        snprintf(s->trip_msg, sizeof s->trip_msg, "%swatchdog: %s exceeded %d ms", where, s->label,
+        script_label(s, label, sizeof label);
+        snprintf(s->trip_msg, sizeof s->trip_msg, "%swatchdog: %s exceeded %d ms", where, label,
                  s->conf->hook_timeout_ms);
         s->tripped = 1;
     }
@@ -188,9 +195,11 @@ void script_watchdog_hook(lua_State *L, lua_Debug *ar)
     lua_error(L);
 }
 
+/* fmt and arg outlive the call (a string literal, a hook's name, the file being loaded) */
 void script_arm(script_vm_t *s, const char *fmt, const char *arg)
 {
-    snprintf(s->label, sizeof s->label, fmt, arg);
+    s->label_fmt = fmt;
+    s->label_arg = arg;
     clock_gettime(CLOCK_MONOTONIC, &s->deadline);
     int ms = s->conf->hook_timeout_ms;
     s->deadline.tv_sec += ms / 1000;
@@ -227,8 +236,10 @@ int script_call_guarded(script_vm_t *s, int nargs, int nres, const char *prefix,
         if (s->tripped && (!msg || !strstr(msg, "watchdog: "))) msg = s->trip_msg;
         if (rc == LUA_ERRMEM) {
             /* the allocator refused: no traceback could be built, say which limit */
+            char label[160];
+            script_label(s, label, sizeof label);
             snprintf(mem, sizeof mem, "not enough memory: %s exceeded the memory limit (%zu MiB)",
-                     s->label, s->conf->max_memory >> 20);
+                     label, s->conf->max_memory >> 20);
             msg = mem;
         }
         if (!msg) msg = "(no error message)";
@@ -245,8 +256,11 @@ int script_call_guarded(script_vm_t *s, int nargs, int nres, const char *prefix,
 int script_call_hook(script_vm_t *s, kgx_hook_t h, int nargs, int nres, char *err, size_t errlen)
 {
     char prefix[32];
-    snprintf(prefix, sizeof prefix, "%s: ", kgx_hook_name(h));
-    script_arm(s, "hook '%s'", kgx_hook_name(h));
+    const char *name = kgx_hook_name(h);
+    size_t n = strlen(name) < sizeof prefix - 3 ? strlen(name) : sizeof prefix - 3;
+    memcpy(prefix, name, n);
+    memcpy(prefix + n, ": ", 3);
+    script_arm(s, "hook '%s'", name);
     atomic_store(&s->running, (int)h);
     int rc = script_call_guarded(s, nargs, nres, prefix, err, errlen);
     atomic_store(&s->running, -1);
