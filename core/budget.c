@@ -63,6 +63,20 @@ void kgx_budget_give(kgx_budget_t *b, size_t cost)
     if (b->holders > 0) b->holders--;
 }
 
+size_t kgx_budget_claim_hold(kgx_budget_t *b, int want, size_t *held)
+{
+    *held = 0;
+    if (want <= 0) return 0;
+    size_t room = b->holders == 0 ? b->avail : b->used < b->avail ? b->avail - b->used : 0;
+    size_t fixed = (size_t)want * KGX_BUDGET_PER_DRAWER;
+    if (room <= fixed) return 0;
+    size_t bytes = (room - fixed) / KGX_BUDGET_COPIES;
+    if (bytes > KGX_CLAIM_TEXT_TOTAL) bytes = KGX_CLAIM_TEXT_TOTAL;
+    *held = bytes * KGX_BUDGET_COPIES + fixed;
+    kgx_budget_take(b, *held);
+    return bytes;
+}
+
 /* ------------------------------------------------------------------ admission */
 
 /* One text read in flight: one drawer's, or a batch's. job[k] NULL: that job ended meanwhile; its

@@ -7,8 +7,11 @@
  * is set aside for the process itself (code, LuaJIT, libpq, libcurl, the status server), so the
  * budget bounds the resident size, not only the drawers' share of it.
  *
- * Claims return drawer ids and sizes only (queue.c); a drawer's text is read — in pieces — once it
- * is admitted: in claim order, while the charges fit the budget. A drawer alone is always admitted,
+ * A claim brings the texts of small drawers (up to 16 KiB each, 256 KiB in all, in claim order) while they fit the
+ * room the claim holds for them (kgx_budget_claim_hold: taken before the claim is sent, given back
+ * when it returns, each drawer that came with its text then charged as usual); for the others it
+ * returns ids and sizes only (queue.c), and a drawer's text is read — in pieces — once it is
+ * admitted: in claim order, while the charges fit the budget. A drawer alone is always admitted,
  * so one larger than the whole budget is processed alone. Nothing new is claimed while a claimed
  * drawer waits for room. The charge is given back when the job ends (job_free).
  *
@@ -22,6 +25,10 @@
 #define KGX_BUDGET_COPIES      4u
 #define KGX_BUDGET_PER_DRAWER  ((size_t)64 << 10)
 #define KGX_BUDGET_BASE        ((size_t)20 << 20)
+/* texts that may come with their claim: each at most KGX_CLAIM_TEXT_MAX bytes, all of one claim at
+ * most KGX_CLAIM_TEXT_TOTAL (a claim is one statement: its rows arrive together) */
+#define KGX_CLAIM_TEXT_MAX     16384
+#define KGX_CLAIM_TEXT_TOTAL   ((size_t)256 << 10)
 
 struct budget_read;
 
@@ -43,6 +50,10 @@ size_t kgx_budget_cost(size_t text_len);                /* the charge of one dra
 int kgx_budget_fits(const kgx_budget_t *b, size_t cost); /* 1: may be charged now (always when empty) */
 void kgx_budget_take(kgx_budget_t *b, size_t cost);
 void kgx_budget_give(kgx_budget_t *b, size_t cost);
+/* Room for the texts of a claim of `want` drawers: returns how many bytes of text may come with it
+ * (0: none) and holds, in *held, what those drawers could be charged — give it back when the claim
+ * returns (then charge the drawers that came with their text). */
+size_t kgx_budget_claim_hold(kgx_budget_t *b, int want, size_t *held);
 
 /* The engine's side (budget.c includes engine_int.h). */
 typedef struct kgx_engine kgx_engine_t;

@@ -118,6 +118,7 @@ struct kgx_engine {
     kgx_endpoints_t eps;
     kgx_httpd_t *httpd;
     kgx_budget_t budget;        /* --memory-budget: drawers' text admitted within it (budget.c) */
+    size_t claim_held;          /* held of it for the texts the claim in flight may bring */
     char worker_id[256];        /* this process in the queue (worker_id column) and kgx_workers */
     job_t jobs;                 /* list sentinel, FIFO */
     int njobs, in_flight;

@@ -1,5 +1,6 @@
 /* queue — see queue.h. All SQL on the queue table lives here (the completing write is graph.c's). */
 #include "queue.h"
+#include "budget.h"
 #include "buf.h"
 #include "log.h"
 
@@ -25,32 +26,42 @@ static const char *result_error(const PGresult *res, const char *err)
 
 /* ------------------------------------------------------------------ claim */
 
-/* Oldest pending rows first; the drawer's text is fetched afterwards, within the memory budget. */
+/* Oldest pending rows first. Each drawer's text comes with its claim when it is small (at most
+ * KGX_CLAIM_TEXT_MAX bytes) and, counted in claim order, within $4 bytes (room of the memory budget,
+ * which the caller holds for them: budget.c); for the others their size only (octet_length, a TOAST
+ * header: the text is not read), their text fetched afterwards within the budget
+ * (kgx_queue_fetch_text[s]). B1: one query per claim instead of two. */
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define CLAIM_TEXT_MAX STR(KGX_CLAIM_TEXT_MAX)
 static const char claim_sql[] =
     "WITH c AS ("
-    "  SELECT drawer_id FROM " Q
+    "  SELECT drawer_id, queued_at FROM " Q
     "   WHERE completed_at IS NULL AND error IS NULL"
     "     AND (started_at IS NULL OR started_at < now() - make_interval(secs => $2::float8))"
-    "   ORDER BY queued_at, drawer_id LIMIT $3::int FOR UPDATE SKIP LOCKED)"
+    "   ORDER BY queued_at, drawer_id LIMIT $3::int FOR UPDATE SKIP LOCKED),"
+    " s AS (SELECT c.drawer_id, sum(CASE WHEN octet_length(d.document) <= " CLAIM_TEXT_MAX
+    "              THEN octet_length(d.document) END) OVER (ORDER BY c.queued_at, c.drawer_id) AS run"
+    "         FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id)"
     " UPDATE " Q " q SET started_at = now(), worker_id = $1, claim_token = nextval('public.kgx_claim_seq')"
-    "  FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id"
-    " WHERE q.drawer_id = c.drawer_id"
-    /* budget: the claim returns the text's size (octet_length), not the text; it is read within the
-     * memory budget by kgx_queue_fetch_text (see budget.c) */
+    "  FROM s LEFT JOIN public.mempalace_drawers d ON d.id = s.drawer_id"
+    " WHERE q.drawer_id = s.drawer_id"
     " RETURNING q.drawer_id, coalesce(d.wing, q.wing), coalesce(d.room, q.room), octet_length(d.document),"
-    "           d.metadata::text, q.claim_token, q.attempts, (d.id IS NULL)";
+    "           d.metadata::text, q.claim_token, q.attempts, (d.id IS NULL),"
+    "           CASE WHEN octet_length(d.document) <= " CLAIM_TEXT_MAX " AND s.run <= $4::bigint"
+    "                THEN d.document END";
 
 typedef struct {
     kgx_queue_claim_cb cb;
     void *ud;
     kgx_db_t *db;
-    char *params[3];
+    char *params[4];
     int tries;
 } claim_ctx_t;
 
 static void claim_free(claim_ctx_t *c)
 {
-    for (int i = 0; i < 3; i++) free(c->params[i]);
+    for (int i = 0; i < 4; i++) free(c->params[i]);
     free(c);
 }
 
@@ -63,7 +74,7 @@ static void claim_done(const PGresult *res, const char *err, const char *sqlstat
      * tried again at once, a few times, before the caller hears of it */
     if (e && sqlstate && !strcmp(sqlstate, "57014") && ++c->tries < 8) {
         log_debug("claim cancelled by statement_timeout: trying again (%d)", c->tries);
-        if (!kgx_db_query(c->db, claim_sql, 3, (const char *const *)c->params, claim_done, c)) return;
+        if (!kgx_db_query(c->db, claim_sql, 4, (const char *const *)c->params, claim_done, c)) return;
     }
     if (e) {
         c->cb(NULL, 0, e, c->ud);
@@ -77,9 +88,17 @@ static void claim_done(const PGresult *res, const char *err, const char *sqlstat
         r->drawer_id = dup_or_null(res, i, 0);
         r->wing = dup_or_null(res, i, 1);
         r->room = dup_or_null(res, i, 2);
-        /* budget: column 3 is the text's size; the text itself comes later (kgx_queue_fetch_text) */
+        /* budget: column 3 is the text's size; column 8 the text, when it came with the claim (else
+         * it comes later: kgx_queue_fetch_text[s]) */
         r->text_pending = !PQgetisnull(res, i, 3);
         r->document_len = r->text_pending ? (size_t)strtoull(PQgetvalue(res, i, 3), NULL, 10) : 0;
+        if (r->text_pending && !PQgetisnull(res, i, 8) && (size_t)PQgetlength(res, i, 8) == r->document_len
+            && (r->document = malloc(r->document_len + 1))) {
+            memcpy(r->document, PQgetvalue(res, i, 8), r->document_len);
+            r->document[r->document_len] = '\0';
+            r->text_pending = 0;
+            r->text_claimed = 1;
+        }
         r->metadata = dup_or_null(res, i, 4);
         r->token = strtoll(PQgetvalue(res, i, 5), NULL, 10);
         r->attempts = atoi(PQgetvalue(res, i, 6));
@@ -89,19 +108,20 @@ static void claim_done(const PGresult *res, const char *err, const char *sqlstat
     claim_free(c);
 }
 
-int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
+int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit, size_t text_bytes,
                     kgx_queue_claim_cb cb, void *ud)
 {
-    char lease[32], lim[16];
+    char lease[32], lim[16], bytes[24];
     snprintf(lease, sizeof lease, "%.3f", lease_s);
     snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = { worker, lease, lim };
+    snprintf(bytes, sizeof bytes, "%zu", text_bytes);
+    const char *p[] = { worker, lease, lim, bytes };
     claim_ctx_t *c = calloc(1, sizeof *c);
     c->cb = cb;
     c->ud = ud;
     c->db = db;
-    for (int i = 0; i < 3; i++) c->params[i] = strdup(p[i]);
-    int rc = kgx_db_query(db, claim_sql, 3, p, claim_done, c);
+    for (int i = 0; i < 4; i++) c->params[i] = strdup(p[i]);
+    int rc = kgx_db_query(db, claim_sql, 4, p, claim_done, c);
     if (rc) claim_free(c);
     return rc;
 }

@@ -22,6 +22,7 @@ typedef struct {
     size_t document_len;   /* with text_pending: the text's size in bytes (octet_length) */
     int text_pending;      /* budget: text not in memory (claimed without it, or released); budget.h */
     size_t budget_held;    /* budget: bytes this row holds of the memory budget (budget.c) */
+    int text_claimed;      /* its text came with the claim (charged by the claim's caller) */
     int text_failures;     /* budget: failed reads of the text in a row */
     long long token;
     int attempts;          /* charged failures so far */
@@ -41,7 +42,9 @@ typedef struct {
 } kgx_queue_counts_t;
 typedef void (*kgx_queue_counts_cb)(const kgx_queue_counts_t *c, const char *err, void *ud);
 
-int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit,
+/* text_bytes: how many bytes of small drawers' texts (in claim order) may come with the claim
+ * (0: none; the rows then say text_pending and their size). */
+int kgx_queue_claim(kgx_db_t *db, const char *worker, double lease_s, int limit, size_t text_bytes,
                     kgx_queue_claim_cb cb, void *ud);
 void kgx_claim_rows_free(kgx_claim_row_t *rows, int n);
 /* Drawer text read in pieces after the claim (budget.c decides when). cb gets status 0 and the

@@ -1,10 +1,11 @@
 #!/usr/bin/env perl
-# core_text_reads — a claimed drawer's text is read after the claim, under the byte budget (budget.c):
-# small texts admitted together in one query, a text over 64 KiB alone in pieces. What the read finds is
-# checked against the claim, in a batch as alone: a drawer whose text changed between the claim and the
-# read is given back and done with its new text; a drawer deleted meanwhile is parked with a reason; the
-# drawers beside them in the same batch are unaffected. The changes are made by a trigger on the claim
-# itself, so they land exactly between the claim and the read.
+# core_text_reads — a claimed drawer's text, under the byte budget (budget.c): small texts (up to 16 KiB)
+# come with their claim; larger ones are read after it, up to 64 KiB admitted together in one query, a
+# text over 64 KiB alone in pieces. What a read after the claim finds is checked against the claim, in a
+# batch as alone: a drawer whose text changed between the claim and the read is given back and done with
+# its new text; a drawer deleted meanwhile is parked with a reason; the drawers beside them in the same
+# batch are unaffected. The changes are made by a trigger on the claim itself, so they land exactly
+# between the claim and the read.
 use strict;
 use warnings;
 use KgxTest;
@@ -39,8 +40,11 @@ END $$;
 CREATE TRIGGER t_on_claim BEFORE UPDATE ON mempalace_kg_extraction_queue FOR EACH ROW EXECUTE FUNCTION t_on_claim();
 SQL
 my %docs = %{ $c->{docs} };
-$docs{chg} = 'Old Name owns Old Thing.';
-$docs{gone} = 'Lost Name owns Lost Thing.';
+my $pad = ' ' x 20000;                                      # over 16 KiB: read after the claim
+my @padded = (sort keys %docs)[0 .. 7];
+$docs{$_} .= $pad for @padded;
+$docs{chg} = 'Old Name owns Old Thing.' . $pad;
+$docs{gone} = 'Lost Name owns Lost Thing.' . $pad;
 $docs{big} = 'Bigco owns Bigthing. ' x 4000;                # 84,000 bytes: read alone, in pieces
 add_drawers($dsn, { docs => \%docs });
 
@@ -54,7 +58,12 @@ like($r->{err}, qr/drawer=gone not found in mempalace_drawers: parked/, 'the del
 my @reads = $r->{err} =~ /budget read drawer=(\S+) bytes=\d+ pieces=(\d+)/g;
 my %pieces = @reads;
 is($pieces{big} // 0, 1, 'the big text read on its own (one piece of up to 1 Mi characters)');
-cmp_ok(scalar(grep { $_ ne 'big' } keys %pieces), '>=', 40, 'the small texts read (in batches)');
+my %claimed = map { $_ => 1 } $r->{err} =~ /budget admit drawer=(\S+) [^\n]*\(text with the claim\)/g;
+is_deeply([sort grep { !$claimed{$_} } keys %{ $c->{docs} }], [sort @padded],
+          'every small text came with its claim (the padded ones did not)');
+is_deeply([sort grep { $pieces{$_} } @padded], [sort @padded], 'the padded texts were read after the claim');
+my @batches = $r->{err} =~ /budget admit drawer=\S+ text_bytes=2\d{4} charge=\d+ used=\d+ holders=(\d+)$/mg;
+cmp_ok(scalar @batches, '>=', 8, 'the padded texts admitted for reads after their claim');
 my ($chg) = psql($dsn, "SELECT string_agg(subject_key || ' ' || relation_type || ' ' || object_key, ',')"
                      . " FROM kgx_mempalace_kg_support WHERE drawer_id = 'chg'");
 is($chg, 'zed zulu owns quux box', "the changed drawer's facts are its new text's");
