@@ -76,6 +76,9 @@ struct kgx_hooks {
     uv_loop_t *loop;
     uv_async_t done_async;
     uv_timer_t tick;
+    uv_check_t wake_check;           /* calls submitted in a loop turn: one wake-up, after its events */
+    uv_idle_t wake_idle;             /* active while one is due: the loop does not block before it */
+    int wake_due;                    /* the loop's */
     uv_mutex_t mu;
     kgx_hook_call_t *head, *tail;    /* queued, under mu */
     kgx_hook_call_t *done;           /* under mu */
@@ -289,6 +292,20 @@ static int staff(kgx_hooks_t *h, uint64_t now)
     return h->live < KGX_HOOK_THREADS && !h->capped;
 }
 
+static void wake_idle_cb(uv_idle_t *i) { (void)i; }
+
+static void wake_check_cb(uv_check_t *k)
+{
+    kgx_hooks_t *h = k->data;
+    if (!h->wake_due) return;
+    h->wake_due = 0;
+    uv_idle_stop(&h->wake_idle);
+    uv_mutex_lock(&h->mu);
+    int grow = staff(h, mono_ms());
+    uv_mutex_unlock(&h->mu);
+    if (grow && spawn(h, NULL) != 0) log_warn("hooks: cannot start another hook thread");
+}
+
 static void deliver(kgx_hook_call_t *c)
 {
     if (c->cb) {
@@ -409,6 +426,11 @@ kgx_hooks_t *kgx_hooks_new(uv_loop_t *loop, kgx_script_t *first, void (*on_cap)(
     h->tick.data = h;
     uv_timer_start(&h->tick, tick_cb, KGX_HOOK_TICK_MS, KGX_HOOK_TICK_MS);
     uv_unref((uv_handle_t *)&h->tick);
+    uv_check_init(loop, &h->wake_check);
+    h->wake_check.data = h;
+    uv_check_start(&h->wake_check, wake_check_cb);
+    uv_unref((uv_handle_t *)&h->wake_check);
+    uv_idle_init(loop, &h->wake_idle);
     uv_unref((uv_handle_t *)&h->done_async);
     /* one thread now, with the state the caller loaded; more when calls wait behind slow ones (staff) */
     if (spawn(h, first) != 0) {
@@ -467,6 +489,8 @@ void kgx_hooks_free(kgx_hooks_t *h)
     for (kgx_hook_call_t *c = done, *n; c; c = n) { n = c->next; deliver(c); }
     uv_close((uv_handle_t *)&h->done_async, closed_cb);
     uv_close((uv_handle_t *)&h->tick, closed_cb);
+    uv_close((uv_handle_t *)&h->wake_check, closed_cb);
+    uv_close((uv_handle_t *)&h->wake_idle, closed_cb);
     uv_run(h->loop, UV_RUN_NOWAIT);
     kgx_policy_src_unref(h->current);
     h->current = NULL;
@@ -546,6 +570,9 @@ static int set_chunk(kgx_hook_call_t *c, const kgx_chunk_t *ch)
     return 0;
 }
 
+/* A call joins the queue; who takes it is settled once the loop has delivered this turn's events
+ * (wake_check_cb), so that the calls one turn submits (the answers curl hands over together) cost
+ * one wake-up of a sleeping thread, not one each. A thread that is awake takes them meanwhile. */
 static kgx_hook_call_t *submit(kgx_hooks_t *h, kgx_hook_call_t *c)
 {
     uv_mutex_lock(&h->mu);
@@ -553,9 +580,11 @@ static kgx_hook_call_t *submit(kgx_hooks_t *h, kgx_hook_call_t *c)
     if (h->tail) h->tail->next = c;
     else h->head = c;
     h->tail = c;
-    int grow = staff(h, mono_ms());
     uv_mutex_unlock(&h->mu);
-    if (grow && spawn(h, NULL) != 0) log_warn("hooks: cannot start another hook thread");
+    if (!h->wake_due) {
+        h->wake_due = 1;
+        uv_idle_start(&h->wake_idle, wake_idle_cb);
+    }
     return c;
 }
 
