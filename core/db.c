@@ -205,10 +205,12 @@ static int prep_find(const db_conn_t *c, const char *sql)
     return -1;
 }
 
+static void prep_name(char *buf, size_t len, unsigned id) { snprintf(buf, len, "kgx_%u", id); }
+
 static int send_prepared(db_conn_t *c, const db_stmt_t *s, unsigned id)
 {
     char name[32];
-    snprintf(name, sizeof name, "kgx_%u", id);
+    prep_name(name, sizeof name, id);
     return PQsendQueryPrepared(c->pg, name, s->nparams, (const char *const *)s->params, NULL, NULL, 0);
 }
 
@@ -338,19 +340,20 @@ static void conn_next_setup(db_conn_t *c)
 /* Sends c->running (or, for a statement to prepare here first, its PREPARE). */
 static int conn_send(db_conn_t *c, db_stmt_t *s)
 {
-    if (!s->prepare) return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, (const char *const *)s->params,
-                                              NULL, NULL, 0);
-    int k = prep_find(c, s->sql);
-    if (k >= 0) return send_prepared(c, s, c->prep[k].id);
-    if (c->nprep == DB_PREP_MAX) return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL,
-                                                          (const char *const *)s->params, NULL, NULL, 0);
-    char name[32];
-    k = c->nprep;
-    c->prep[k].id = ++c->prep_seq;
-    c->prep[k].sql = NULL;              /* recorded once the server has it */
-    snprintf(name, sizeof name, "kgx_%u", c->prep[k].id);
-    c->preparing = k + 1;
-    return PQsendPrepare(c->pg, name, s->sql, s->nparams, NULL);
+    if (s->prepare) {
+        int k = prep_find(c, s->sql);
+        if (k >= 0) return send_prepared(c, s, c->prep[k].id);
+        if (c->nprep < DB_PREP_MAX) {
+            char name[32];
+            k = c->nprep;
+            c->prep[k].id = ++c->prep_seq;
+            c->prep[k].sql = NULL;              /* recorded once the server has it */
+            prep_name(name, sizeof name, c->prep[k].id);
+            c->preparing = k + 1;
+            return PQsendPrepare(c->pg, name, s->sql, s->nparams, NULL);
+        }
+    }
+    return PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, (const char *const *)s->params, NULL, NULL, 0);
 }
 
 static void conn_run_failed(db_conn_t *c, db_stmt_t *s);
