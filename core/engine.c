@@ -37,7 +37,7 @@ static void wake_cb(uv_timer_t *t);
  * delivered every event of this turn (a zero timer runs before the next poll), so that the answers
  * curl hands over together cost one walk over the jobs, not one each (B1: ~600 job visits a drawer
  * when every callback pumped at once). */
-void kgx_engine_pump_soon(kgx_engine_t *e)
+void kgx_engine_pump(kgx_engine_t *e)
 {
     if (finished(e)) return;
     if (e->pumping) e->repump = 1;
@@ -46,7 +46,6 @@ void kgx_engine_pump_soon(kgx_engine_t *e)
         uv_timer_start(&e->wake, wake_cb, 0, 0);
     }
 }
-void kgx_engine_pump(kgx_engine_t *e) { kgx_engine_pump_soon(e); }
 void kgx_engine_finish(kgx_engine_t *e, int code) { finish(e, code); }
 int kgx_engine_stopping(const kgx_engine_t *e) { return stopping(e); }
 

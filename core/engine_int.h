@@ -147,8 +147,8 @@ struct kgx_engine {
 };
 
 /* engine.c */
-void kgx_engine_pump(kgx_engine_t *e);                 /* dispatch, claim, finish: after any event */
-void kgx_engine_pump_soon(kgx_engine_t *e);            /* the same on the next loop turn (from inside job code) */
+void kgx_engine_pump(kgx_engine_t *e);                 /* dispatch, claim, finish: after any event,
+                                                        * once the loop turn's events are delivered */
 void kgx_engine_finish(kgx_engine_t *e, int code);     /* end the run (the loop drains, then stops) */
 int kgx_engine_stopping(const kgx_engine_t *e);        /* no new work: stopping or finished */
 uint64_t kgx_engine_now(kgx_engine_t *e);              /* fresh loop time, ms */

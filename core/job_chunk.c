@@ -439,7 +439,7 @@ void job_reuse_landed(void *follower, const char *hash_hex, const kgx_reuse_answ
     } else {
         chunk_to(c, CH_PENDING);                /* sent on its own by the next pump */
     }
-    kgx_engine_pump_soon(e);                    /* (this may run inside another chunk's cancel) */
+    kgx_engine_pump(e);                         /* (this may run inside another chunk's cancel) */
 }
 
 void job_send_chunk(kgx_engine_t *e, job_t *j, chunk_t *c, kgx_endpoint_t *ep)
