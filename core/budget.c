@@ -77,7 +77,29 @@ size_t kgx_budget_claim_hold(kgx_budget_t *b, int want, size_t *held)
     return bytes;
 }
 
+void kgx_budget_claim_release(kgx_budget_t *b, size_t *held)
+{
+    if (*held) kgx_budget_give(b, *held);
+    *held = 0;
+}
+
 /* ------------------------------------------------------------------ admission */
+
+/* Charges an admitted drawer (cost 0: it holds its charge already) and says so in the debug log. */
+static void charge(kgx_budget_t *b, kgx_claim_row_t *r, size_t cost, const char *how)
+{
+    log_debug("budget admit drawer=%s text_bytes=%zu charge=%zu used=%zu holders=%d%s", r->drawer_id,
+              r->document_len, cost, b->used, b->holders, how);
+    if (cost) {
+        kgx_budget_take(b, cost);
+        r->budget_held = cost;
+    }
+}
+
+void kgx_budget_claimed(kgx_engine_t *e, kgx_claim_row_t *r)
+{
+    if (r->document) charge(&e->budget, r, kgx_budget_cost(r->document_len), " (text with the claim)");
+}
 
 /* One text read in flight: one drawer's, or a batch's. job[k] NULL: that job ended meanwhile; its
  * text is dropped on arrival. */
@@ -255,12 +277,7 @@ void kgx_budget_admit(kgx_engine_t *e)
         if (b->holders == 0 && cost > b->avail && ++b->alone)
             log_info("drawer=%s text_bytes=%zu is larger than the memory budget (%zu MiB): processed alone",
                      j->row.drawer_id, j->row.document_len, b->limit >> 20);
-        log_debug("budget admit drawer=%s text_bytes=%zu charge=%zu used=%zu holders=%d", j->row.drawer_id,
-                  j->row.document_len, cost, b->used, b->holders);
-        if (cost) {
-            kgx_budget_take(b, cost);
-            j->row.budget_held = cost;
-        }
+        charge(b, &j->row, cost, "");
         j->row.text_pending = 2;
     }
     batch_send(e, &batch);

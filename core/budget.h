@@ -20,6 +20,8 @@
 #ifndef KGX_BUDGET_H
 #define KGX_BUDGET_H
 
+#include "queue.h"
+
 #include <stddef.h>
 
 #define KGX_BUDGET_COPIES      4u
@@ -54,10 +56,13 @@ void kgx_budget_give(kgx_budget_t *b, size_t cost);
  * (0: none) and holds, in *held, what those drawers could be charged — give it back when the claim
  * returns (then charge the drawers that came with their text). */
 size_t kgx_budget_claim_hold(kgx_budget_t *b, int want, size_t *held);
+void kgx_budget_claim_release(kgx_budget_t *b, size_t *held);      /* gives *held back, sets it 0 */
 
 /* The engine's side (budget.c includes engine_int.h). */
 typedef struct kgx_engine kgx_engine_t;
 typedef struct job job_t;
+/* A claimed drawer about to become a job: charged now when its text came with the claim. */
+void kgx_budget_claimed(kgx_engine_t *e, kgx_claim_row_t *r);
 /* Starts the text reads of waiting drawers, in claim order, while they fit. From the pump. */
 void kgx_budget_admit(kgx_engine_t *e);
 /* 1 while a claimed drawer waits for room or for its text: the engine claims no more then. */

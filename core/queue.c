@@ -97,7 +97,6 @@ static void claim_done(const PGresult *res, const char *err, const char *sqlstat
             memcpy(r->document, PQgetvalue(res, i, 8), r->document_len);
             r->document[r->document_len] = '\0';
             r->text_pending = 0;
-            r->text_claimed = 1;
         }
         r->metadata = dup_or_null(res, i, 4);
         r->token = strtoll(PQgetvalue(res, i, 5), NULL, 10);

@@ -22,7 +22,6 @@ typedef struct {
     size_t document_len;   /* with text_pending: the text's size in bytes (octet_length) */
     int text_pending;      /* budget: text not in memory (claimed without it, or released); budget.h */
     size_t budget_held;    /* budget: bytes this row holds of the memory budget (budget.c) */
-    int text_claimed;      /* its text came with the claim (charged by the claim's caller) */
     int text_failures;     /* budget: failed reads of the text in a row */
     long long token;
     int attempts;          /* charged failures so far */

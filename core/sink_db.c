@@ -70,8 +70,7 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
     kgx_engine_t *e = ud;
     e->claiming = 0;
     e->claims++;
-    if (e->claim_held) kgx_budget_give(&e->budget, e->claim_held);   /* its texts are charged below */
-    e->claim_held = 0;
+    kgx_budget_claim_release(&e->budget, &e->claim_held);   /* its texts are charged below */
     if (err) {
         log_warn("claim failed: %s", err);
         e->idle = 1;               /* the poll timer tries again */
@@ -87,13 +86,7 @@ static void claim_cb(kgx_claim_row_t *rows, int n, const char *err, void *ud)
             kgx_graph_write(e->db, e->cfg->graph, rows[i].drawer_id, e->worker_id, rows[i].token, "[]", NULL,
                             deleted_write_cb, NULL);
         } else {
-            if (rows[i].text_claimed) {
-                kgx_budget_t *b = &e->budget;
-                rows[i].budget_held = kgx_budget_cost(rows[i].document_len);
-                kgx_budget_take(b, rows[i].budget_held);
-                log_debug("budget admit drawer=%s text_bytes=%zu charge=%zu used=%zu holders=%d (text with the claim)",
-                          rows[i].drawer_id, rows[i].document_len, rows[i].budget_held, b->used, b->holders);
-            }
+            kgx_budget_claimed(e, &rows[i]);
             job_new(e, &rows[i]);
         }
     }
@@ -108,8 +101,7 @@ static int db_claim(kgx_engine_t *e, int want)
     size_t bytes = kgx_budget_claim_hold(&e->budget, want, &e->claim_held);
     if (kgx_queue_claim(e->db, e->worker_id, e->cfg->lease_seconds, want, bytes, claim_cb, e)) {
         e->claiming = 0;
-        if (e->claim_held) kgx_budget_give(&e->budget, e->claim_held);
-        e->claim_held = 0;
+        kgx_budget_claim_release(&e->budget, &e->claim_held);
     }
     return 0;
 }
