@@ -40,6 +40,9 @@ static const char claim_sql[] =
     "   WHERE completed_at IS NULL AND error IS NULL"
     "     AND (started_at IS NULL OR started_at < now() - make_interval(secs => $2::float8))"
     "   ORDER BY queued_at, drawer_id LIMIT $3::int FOR UPDATE SKIP LOCKED),"
+    /* (the drawers row is joined here for the sizes and again below for the text: carried through
+     *  this CTE, every claimed text — 10 MB ones too — was detoasted into the join's hash table,
+     *  28 MB for five; joined below, only a returned text is read) */
     " s AS (SELECT c.drawer_id, sum(CASE WHEN octet_length(d.document) <= " CLAIM_TEXT_MAX
     "              THEN octet_length(d.document) END) OVER (ORDER BY c.queued_at, c.drawer_id) AS run"
     "         FROM c LEFT JOIN public.mempalace_drawers d ON d.id = c.drawer_id)"
